@@ -1,0 +1,1 @@
+"""Database: typed tables, the engine/session adapter, and Alembic migrations."""

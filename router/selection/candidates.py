@@ -1,0 +1,46 @@
+"""Enumerate the candidates of a request: every model x tier x backend, with estimates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from router.catalog.schema import TIER_ORDER, Catalog
+from router.selection import estimate as est
+from router.selection.types import BackendView, Candidate, Estimate, Need
+
+
+def enumerate_candidates(catalog: Catalog, need: Need, views: Sequence[BackendView]) -> Iterator[Candidate]:
+    """All combinations, in a stable order (catalog order, backend order, tier rank).
+
+    Purpose mismatches are enumerated too, so that the answer can say why a model was not used.
+    """
+    multiple = catalog.limits.side_multiple_px
+    available = {v.backend.id: est.vram_available_mb(catalog, v) for v in views}
+    for model in catalog.models:
+        needed = est.vram_needed_mb(catalog, model)
+        tiers = [(t, model.tiers[t]) for t in TIER_ORDER if t in model.tiers]
+        for view in views:
+            backend = view.backend
+            tm, speed = est.time_model_and_speed(model, backend)
+            queue_s = max(0.0, view.queue_s)
+            load_s = 0.0 if view.loaded_model == model.id else model.load_s
+            for tier, spec in tiers:
+                steps = need.steps if need.steps is not None else spec.steps
+                width, height = est.tier_size(spec, need.width, need.height, multiple)
+                run_s = est.run_seconds(tm, steps, width, height, need.batch_size, speed)
+                e = Estimate(queue_s, load_s, run_s)
+                yield Candidate(
+                    model,
+                    tier,
+                    spec,
+                    view,
+                    steps,
+                    need.cfg if need.cfg is not None else spec.cfg,
+                    width,
+                    height,
+                    e,
+                    needed,
+                    available[backend.id],
+                    est.cost_usd(backend.usd_per_hour, e),
+                    (model.id, tier, backend.id),
+                )

@@ -1,0 +1,100 @@
+"""The pure selector: filter, score, choose, build the degrade ladder, explain.
+
+Order of preference (an invariant the property tests check):
+1. the best quality band among candidates that pass every filter;
+2. inside that band, the highest weighted score;
+3. ties broken by quality, then shorter total time, then catalog order (model, tier, backend).
+A longer deadline can only add feasible candidates, so it never lowers the chosen band.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from router.catalog.schema import Catalog
+from router.selection import filters as flt
+from router.selection.candidates import enumerate_candidates
+from router.selection.reason import explain
+from router.selection.scorers import SCORERS, weights_of
+from router.selection.types import BackendView, Candidate, Need, Scored, Selection, Verdict
+
+
+def select(catalog: Catalog, need: Need, views: Sequence[BackendView], urgency: str | None = None) -> Selection:
+    cands = list(enumerate_candidates(catalog, need, views))
+    order = {c.key: i for i, c in enumerate(cands)}
+    run = flt.FilterRun(catalog, need)
+    verdicts = [Verdict(c, run.rejections(c)) for c in cands]
+    feasible = [v.candidate for v in verdicts if v.feasible]
+    weights = _weights(catalog, urgency)
+    scored = {s.candidate.key: s for s in score(need, feasible, weights, catalog.scoring.quality_band)}
+
+    chosen: Candidate | None = None
+    best_effort = False
+    if scored:
+        chosen = max(scored.values(), key=lambda s: _rank(s, order)).candidate
+    elif need.allow_degrade:
+        runnable = [v.candidate for v in verdicts if _only_deadline_failed(v)]
+        if runnable:
+            chosen = min(runnable, key=lambda c: (c.estimate.total_s, -c.quality, order[c.key]))
+            best_effort = True
+
+    ladder = build_ladder(catalog, verdicts, chosen, order) if chosen else ()
+    code, reason = explain(need, chosen, verdicts, best_effort, scored.get(chosen.key) if chosen else None)
+    return Selection(chosen, code, reason, tuple(verdicts), scored, ladder, need.deadline_s, best_effort)
+
+
+def score(need: Need, feasible: Sequence[Candidate], weights: dict[str, float], band_pts: float) -> list[Scored]:
+    if not feasible:
+        return []
+    columns = {name: SCORERS[name](need, feasible) for name, w in weights.items() if w > 0}
+    total_w = sum(w for w in weights.values() if w > 0)
+    out = []
+    for i, c in enumerate(feasible):
+        parts = {name: col[i] for name, col in columns.items()}
+        value = sum(weights[name] * v for name, v in parts.items()) / total_w
+        out.append(Scored(c, math.floor(c.quality / band_pts + 1e-9), value, parts))
+    return out
+
+
+def build_ladder(
+    catalog: Catalog,
+    verdicts: Sequence[Verdict],
+    chosen: Candidate,
+    order: dict[tuple[str, str, str], int],
+) -> tuple[Candidate, ...]:
+    """Lower rungs to fall back on, each strictly faster than the one before (a Pareto chain).
+
+    Rungs ignore the deadline (they are for when time runs short) but pass every other filter.
+    """
+    below = [
+        v.candidate
+        for v in verdicts
+        if v.candidate.key != chosen.key
+        and v.candidate.quality <= chosen.quality
+        and all(r.code == "deadline_infeasible" for r in v.rejections)
+    ]
+    below.sort(key=lambda c: (-c.quality, c.estimate.total_s, order[c.key]))
+    ladder: list[Candidate] = []
+    fastest = chosen.estimate.total_s
+    for c in below:
+        if c.estimate.total_s < fastest - 1e-9:
+            ladder.append(c)
+            fastest = c.estimate.total_s
+        if len(ladder) >= catalog.max_ladder_rungs:
+            break
+    return tuple(ladder)
+
+
+def _rank(s: Scored, order: dict[tuple[str, str, str], int]) -> tuple[int, float, float, float, int]:
+    c = s.candidate
+    return (s.band, round(s.score, 9), c.quality, -c.estimate.total_s, -order[c.key])
+
+
+def _only_deadline_failed(v: Verdict) -> bool:
+    return bool(v.rejections) and all(r.code == "deadline_infeasible" for r in v.rejections)
+
+
+def _weights(catalog: Catalog, urgency: str | None) -> dict[str, float]:
+    u = catalog.urgencies.get(urgency) if urgency else None
+    return weights_of(u.weights if u is not None and u.weights is not None else catalog.scoring)

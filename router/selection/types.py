@@ -1,0 +1,130 @@
+"""Values the pure selector takes and returns. No I/O, no clock: everything arrives as data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from router.catalog.schema import Backend, Model, TierName, TierSpec
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a request asks for, already validated and resolved against the catalog."""
+
+    purpose: str
+    deadline_s: float
+    target_tier: TierName = "high"
+    width: int = 1024
+    height: int = 1024
+    batch_size: int = 1
+    min_quality: float | None = None
+    max_cost_usd: float | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    model: str | None = None
+    allow_degrade: bool = True
+    inputs: frozenset[str] = frozenset()  # "image", "mask", "face" present in the request
+
+
+@dataclass(frozen=True)
+class BackendView:
+    """A backend as the selector sees it at one instant (from a state provider)."""
+
+    backend: Backend
+    healthy: bool = True
+    unhealthy_reason: str | None = None
+    vram_free_mb: int | None = None  # None: unknown, the catalog's vram_mb is assumed free
+    loaded_model: str | None = None  # the model ComfyUI last ran there (kept in VRAM)
+    queue_s: float = 0.0  # expected wait before a new prompt starts
+    missing_by_workflow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class Estimate(NamedTuple):
+    queue_s: float
+    load_s: float
+    run_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.queue_s + self.load_s + self.run_s
+
+
+class Candidate(NamedTuple):
+    """One model x tier x backend, with what it would render and its estimates.
+
+    A NamedTuple, not a dataclass: hundreds are built per request and tuple construction is
+    several times cheaper than a frozen dataclass's __init__ (see `make bench`).
+    """
+
+    model: Model
+    tier: TierName
+    spec: TierSpec
+    view: BackendView
+    steps: int
+    cfg: float
+    width: int
+    height: int
+    estimate: Estimate
+    vram_needed_mb: int
+    vram_available_mb: int
+    estimated_cost_usd: float
+    key: tuple[str, str, str]  # (model id, tier, backend id): unique within one request
+
+    @property
+    def quality(self) -> float:
+        return self.spec.quality
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a filter refused a candidate: a machine code, a sentence, and the numbers behind it."""
+
+    code: str
+    message: str
+    numbers: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_text(self) -> str:
+        nums = " ".join(f"{k}={_fmt(v)}" for k, v in self.numbers.items())
+        return f"{self.code} {nums}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    candidate: Candidate
+    band: int
+    score: float  # weighted mean of the normalised scores, 0-100
+    parts: Mapping[str, float]  # scorer name -> normalised score 0-100
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The filters' outcome for one candidate: feasible when no filter rejected it."""
+
+    candidate: Candidate
+    rejections: tuple[Rejection, ...]
+
+    @property
+    def feasible(self) -> bool:
+        return not self.rejections
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selector's answer. `chosen` is None when nothing can serve the request."""
+
+    chosen: Candidate | None
+    reason_code: str
+    selection_reason: str
+    verdicts: tuple[Verdict, ...]
+    scores: Mapping[tuple[str, str, str], Scored]  # feasible candidates only, by Candidate.key
+    ladder: tuple[Candidate, ...]
+    deadline_s: float
+    best_effort: bool = False
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,43 @@
+"""Process settings from the environment (DESIGN.md section 5). `make run` needs none of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///comfy_router.db",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; a SQLite file in the working directory by default.",
+    )
+    config_path: Path = Field(
+        default=Path("models_config.json"),
+        validation_alias=AliasChoices("COMFY_ROUTER_CONFIG", "config_path"),
+    )
+    comfyui_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("COMFYUI_URL", "comfyui_url"),
+        description="One ComfyUI backend; replaces the catalog's backends.",
+    )
+    api_keys: str | None = Field(
+        default=None, validation_alias=AliasChoices("COMFY_ROUTER_API_KEYS", "api_keys")
+    )
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        validation_alias=AliasChoices("COMFY_ROUTER_MAX_REQUEST_BYTES", "max_request_bytes"),
+        description="Largest request body accepted (413 above): 4 images of 5 MB in base64 fit.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        validation_alias=AliasChoices("COMFY_ROUTER_DATA_DIR", "data_dir"),
+        description="Where job outputs are kept.",
+    )
+    migrate_on_start: bool = Field(
+        default=True, validation_alias=AliasChoices("COMFY_ROUTER_MIGRATE", "migrate_on_start")
+    )
