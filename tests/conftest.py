@@ -47,7 +47,9 @@ def pg_server() -> Iterator[PostgresServer | None]:
 @pytest.fixture(scope="session")
 def pg_url(pg_server: PostgresServer | None) -> str:
     """The URL of a migrated PostgreSQL database shared by the session's tests."""
-    url = os.environ.get("TEST_DATABASE_URL") or (pg_server.create_database("comfy_router") if pg_server else "")
+    url = os.environ.get("TEST_DATABASE_URL") or (
+        pg_server.create_database("comfy_router") if pg_server else ""
+    )
     db = Database(url)
     db.migrate()
     db.dispose()

@@ -127,10 +127,11 @@ class Model(Strict):
     description: str = ""
     workflow: str = Field(description="Workflow template name under router/workflows (without .json).")
     workflows_by_purpose: dict[str, str] = Field(
-        default_factory=dict, description="Purpose -> template, where a purpose needs another graph (img2img)."
+        default_factory=dict,
+        description="Purpose -> template, where a purpose needs another graph (img2img).",
     )
     files: dict[str, str] = Field(
-        description="Slot name -> model file name as ComfyUI lists it (e.g. ckpt_name, unet_name, clip_name1)."
+        description="Slot name -> model file name as ComfyUI lists it (ckpt_name, unet_name, clip_name1...)."
     )
     purposes: tuple[str, ...] = Field(min_length=1)
     vram_mb: int = Field(gt=0, description="Peak VRAM at the reference resolution, weights and activations.")

@@ -48,7 +48,9 @@ def time_model_and_speed(model: Model, backend: Backend) -> tuple[TimeModel, flo
     return tm, (1.0 if tm is not model.time else backend.speed_factor)
 
 
-def estimate(model: Model, view: BackendView, steps: int, width: int, height: int, batch_size: int) -> Estimate:
+def estimate(
+    model: Model, view: BackendView, steps: int, width: int, height: int, batch_size: int
+) -> Estimate:
     tm, speed = time_model_and_speed(model, view.backend)
     load_s = 0.0 if view.loaded_model == model.id else model.load_s
     return Estimate(max(0.0, view.queue_s), load_s, run_seconds(tm, steps, width, height, batch_size, speed))

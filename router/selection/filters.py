@@ -197,6 +197,8 @@ def _inert(need: Need) -> set[Filter]:
     if need.model is None:
         inert.add(forced_model)
     return inert
+
+
 # Codes a ladder rung or a best-effort answer may carry: it runs, only not in time or above target.
 SOFT_CODES = frozenset({"deadline_infeasible", "above_quality_target"})
 
@@ -221,7 +223,9 @@ class FilterRun:
     def rejections(self, c: Candidate) -> tuple[Rejection, ...]:
         model_level = self._model_memo.get(c.model.id)
         if model_level is None:
-            model_level = tuple(r for f in self._model_level if (r := f(self.catalog, self.need, c)) is not None)
+            model_level = tuple(
+                r for f in self._model_level if (r := f(self.catalog, self.need, c)) is not None
+            )
             self._model_memo[c.model.id] = model_level
         if model_level:
             return model_level

@@ -64,8 +64,10 @@ def _nothing_code(verdicts: Sequence[Verdict]) -> str:
     serving = [v for v in verdicts if not any(r.code == "purpose_mismatch" for r in v.rejections)]
     if serving and all(any(r.code == "backend_unhealthy" for r in v.rejections) for v in serving):
         return "no_backend_available"
-    if "deadline_infeasible" in codes and serving and all(
-        any(r.code == "deadline_infeasible" for r in v.rejections) for v in serving
+    if (
+        "deadline_infeasible" in codes
+        and serving
+        and all(any(r.code == "deadline_infeasible" for r in v.rejections) for v in serving)
     ):
         return "deadline_infeasible"
     return "no_feasible_candidate"

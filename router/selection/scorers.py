@@ -22,7 +22,11 @@ def quality(_: Need, cands: Sequence[Candidate]) -> list[float]:
 def cost(_: Need, cands: Sequence[Candidate]) -> list[float]:
     """100 for the cheapest; others in proportion (half the price of another = twice its score)."""
     cheapest = min((c.estimated_cost_usd for c in cands), default=0.0)
-    return [100.0 if c.estimated_cost_usd <= 0 else 100.0 * cheapest / c.estimated_cost_usd for c in cands]
+    # min() guards float rounding: 100 * x / x can come out as 100.00000000000001.
+    return [
+        100.0 if c.estimated_cost_usd <= 0 else min(100.0, 100.0 * cheapest / c.estimated_cost_usd)
+        for c in cands
+    ]
 
 
 def slack(need: Need, cands: Sequence[Candidate]) -> list[float]:

@@ -20,7 +20,9 @@ from router.selection.scorers import SCORERS, weights_of
 from router.selection.types import BackendView, Candidate, Need, Scored, Selection, Verdict
 
 
-def select(catalog: Catalog, need: Need, views: Sequence[BackendView], urgency: str | None = None) -> Selection:
+def select(
+    catalog: Catalog, need: Need, views: Sequence[BackendView], urgency: str | None = None
+) -> Selection:
     cands = list(enumerate_candidates(catalog, need, views))
     order = {c.key: i for i, c in enumerate(cands)}
     run = flt.FilterRun(catalog, need)
@@ -44,7 +46,9 @@ def select(catalog: Catalog, need: Need, views: Sequence[BackendView], urgency: 
     return Selection(chosen, code, reason, tuple(verdicts), scored, ladder, need.deadline_s, best_effort)
 
 
-def score(need: Need, feasible: Sequence[Candidate], weights: dict[str, float], band_pts: float) -> list[Scored]:
+def score(
+    need: Need, feasible: Sequence[Candidate], weights: dict[str, float], band_pts: float
+) -> list[Scored]:
     if not feasible:
         return []
     columns = {name: SCORERS[name](need, feasible) for name, w in weights.items() if w > 0}

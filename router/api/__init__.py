@@ -1,0 +1,1 @@
+"""The HTTP API (Flask): app factory, blueprints, request and answer models."""

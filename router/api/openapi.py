@@ -1,0 +1,64 @@
+"""The OpenAPI 3.1 document, generated from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from openapi_pydantic import OpenAPI
+from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema_class
+from pydantic import BaseModel
+
+from router.api.schemas import Decision, ErrorOut, FeedbackRequest, SelectAndRunRequest, SelectRequest
+
+_ERRORS = {
+    "400": "Body is not a JSON object",
+    "413": "Body or an image too large",
+    "422": "A field is invalid, or no candidate can serve the request (details list every candidate)",
+    "503": "No backend is available",
+}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": PydanticSchema(schema_class=model)}}
+
+
+def _op(
+    summary: str, body: type[BaseModel] | None, answer: type[BaseModel] | None, ok: str = "200"
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    op["responses"][ok] = {"description": "OK", **({"content": _json(answer)} if answer else {})}
+    for status, text in _ERRORS.items():
+        op["responses"][status] = {"description": text, "content": _json(ErrorOut)}
+    return op
+
+
+def _plain(summary: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    base = OpenAPI.model_validate(
+        {
+            "info": {"title": "comfy-router", "version": "0.1.0"},
+            "paths": {
+                "/select": {
+                    "post": _op(
+                        "Choose model, tier, steps and backend for a request", SelectRequest, Decision
+                    )
+                },
+                "/select-and-run": {
+                    "post": _op("Choose, run on ComfyUI, degrade on time misses", SelectAndRunRequest, None)
+                },
+                "/jobs/{job_id}/feedback": {"post": _op("Rate a job's image (1-5)", FeedbackRequest, None)},
+                "/models": _plain("The catalog: models, purposes, urgencies"),
+                "/healthz": _plain("The process is alive"),
+                "/readyz": _plain("Catalog valid, database reachable, a backend healthy (503 otherwise)"),
+            },
+        }
+    )
+    doc = construct_open_api_with_schema_class(base)
+    return doc.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,1 @@
+"""Backend state providers: what the selector knows of each ComfyUI backend right now."""
