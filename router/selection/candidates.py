@@ -28,7 +28,7 @@ def enumerate_candidates(catalog: Catalog, need: Need, views: Sequence[BackendVi
                 steps = need.steps if need.steps is not None else spec.steps
                 width, height = est.tier_size(spec, need.width, need.height, multiple)
                 run_s = est.run_seconds(tm, steps, width, height, need.batch_size, speed)
-                e = Estimate(queue_s, load_s, run_s)
+                e = Estimate.of(queue_s, load_s, run_s)
                 yield Candidate(
                     model,
                     tier,
@@ -43,4 +43,5 @@ def enumerate_candidates(catalog: Catalog, need: Need, views: Sequence[BackendVi
                     available[backend.id],
                     est.cost_usd(backend.usd_per_hour, e),
                     (model.id, tier, backend.id),
+                    spec.quality,
                 )

@@ -53,7 +53,9 @@ def estimate(
 ) -> Estimate:
     tm, speed = time_model_and_speed(model, view.backend)
     load_s = 0.0 if view.loaded_model == model.id else model.load_s
-    return Estimate(max(0.0, view.queue_s), load_s, run_seconds(tm, steps, width, height, batch_size, speed))
+    return Estimate.of(
+        max(0.0, view.queue_s), load_s, run_seconds(tm, steps, width, height, batch_size, speed)
+    )
 
 
 def vram_needed_mb(catalog: Catalog, model: Model) -> int:

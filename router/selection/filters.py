@@ -141,50 +141,12 @@ def deadline(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
 
 # What a filter's verdict depends on. A verdict is computed once per scope key and reused
 # for every candidate sharing it (a purpose mismatch is decided once per model, not per tier
-# and backend), which keeps selection well under a millisecond at hundreds of candidates.
-Scope = Callable[[Candidate], object]
-
-
-def per_model(c: Candidate) -> object:
-    return c.model.id
-
-
-def per_backend(c: Candidate) -> object:
-    return c.view.backend.id
-
-
-def per_model_backend(c: Candidate) -> object:
-    return (c.model.id, c.view.backend.id)
-
-
-def per_model_tier(c: Candidate) -> object:
-    return (c.model.id, c.tier)
-
-
-def per_candidate(c: Candidate) -> object:
-    return c.key
-
-
-# Filters that never depend on the deadline or the requested tier: used for the ladder.
-RUNNABLE: tuple[tuple[Filter, Scope], ...] = (
-    (purpose, per_model),
-    (forced_model, per_model),
-    (model_enabled, per_model),
-    (inputs_present, per_model),
-    (backend_available, per_backend),
-    (workflow_supported, per_model_backend),
-    (vram_fits, per_model_backend),
-    (size_in_range, per_model_tier),
-    (quality_floor, per_model_tier),
-    (cost_cap, per_candidate),
-)
-ALL: tuple[tuple[Filter, Scope], ...] = (
-    *RUNNABLE,
-    (within_target_tier, per_model_tier),
-    (deadline, per_candidate),
-)
-MODEL_LEVEL: tuple[Filter, ...] = tuple(f for f, scope in ALL if scope is per_model)
-OTHER_LEVELS: tuple[tuple[Filter, Scope], ...] = tuple((f, s) for f, s in ALL if s is not per_model)
+# and backend), which keeps selection near a millisecond at hundreds of candidates.
+MODEL_LEVEL: tuple[Filter, ...] = (purpose, forced_model, model_enabled, inputs_present)
+PLACEMENT_LEVEL: tuple[Filter, ...] = (backend_available, workflow_supported, vram_fits)  # model x backend
+TIER_LEVEL: tuple[Filter, ...] = (size_in_range, quality_floor, within_target_tier)  # model x tier
+CANDIDATE_LEVEL: tuple[Filter, ...] = (cost_cap, deadline)
+ALL: tuple[Filter, ...] = (*MODEL_LEVEL, *PLACEMENT_LEVEL, *TIER_LEVEL, *CANDIDATE_LEVEL)
 
 
 def _inert(need: Need) -> set[Filter]:
@@ -199,14 +161,10 @@ def _inert(need: Need) -> set[Filter]:
     return inert
 
 
-# Codes a ladder rung or a best-effort answer may carry: it runs, only not in time or above target.
-SOFT_CODES = frozenset({"deadline_infeasible", "above_quality_target"})
-
-
 class FilterRun:
-    """Runs the filters over many candidates of one request, memoising each verdict by scope.
+    """Runs the filters over many candidates of one request, memoising verdicts by scope.
 
-    Model-scope filters run first: a model that cannot serve the request at all (wrong purpose,
+    Model-level filters run first: a model that cannot serve the request at all (wrong purpose,
     disabled, inputs missing) is rejected for those reasons only, as the Kubernetes scheduler
     stops at the first failing plugin; the other filters all run, to list every reason.
     """
@@ -214,31 +172,33 @@ class FilterRun:
     def __init__(self, catalog: Catalog, need: Need) -> None:
         self.catalog = catalog
         self.need = need
-        self._memo: dict[tuple[int, object], Rejection | None] = {}
-        self._model_memo: dict[str, tuple[Rejection, ...]] = {}
         inert = _inert(need)
-        self._model_level = tuple(f for f in MODEL_LEVEL if f not in inert)
-        self._other_levels = tuple((i, f, s) for i, (f, s) in enumerate(OTHER_LEVELS) if f not in inert)
+        self._levels = tuple(
+            tuple(f for f in level if f not in inert)
+            for level in (MODEL_LEVEL, PLACEMENT_LEVEL, TIER_LEVEL, CANDIDATE_LEVEL)
+        )
+        self._by_model: dict[str, tuple[Rejection, ...]] = {}
+        self._by_placement: dict[tuple[str, str], tuple[Rejection, ...]] = {}
+        self._by_tier: dict[tuple[str, str], tuple[Rejection, ...]] = {}
+
+    def _run(self, filters: tuple[Filter, ...], c: Candidate) -> tuple[Rejection, ...]:
+        return tuple(r for f in filters if (r := f(self.catalog, self.need, c)) is not None)
 
     def rejections(self, c: Candidate) -> tuple[Rejection, ...]:
-        model_level = self._model_memo.get(c.model.id)
-        if model_level is None:
-            model_level = tuple(
-                r for f in self._model_level if (r := f(self.catalog, self.need, c)) is not None
-            )
-            self._model_memo[c.model.id] = model_level
-        if model_level:
-            return model_level
-        out: list[Rejection] = []
-        for i, f, scope in self._other_levels:
-            if scope is per_candidate:
-                r = f(self.catalog, self.need, c)
-            else:
-                key = (i, scope(c))
-                if key in self._memo:
-                    r = self._memo[key]
-                else:
-                    r = self._memo[key] = f(self.catalog, self.need, c)
-            if r is not None:
-                out.append(r)
-        return tuple(out)
+        model_level, placement_level, tier_level, candidate_level = self._levels
+        model_id = c.model.id
+        found = self._by_model.get(model_id)
+        if found is None:
+            found = self._by_model[model_id] = self._run(model_level, c)
+        if found:
+            return found
+        placement_key = (model_id, c.view.backend.id)
+        placed = self._by_placement.get(placement_key)
+        if placed is None:
+            placed = self._by_placement[placement_key] = self._run(placement_level, c)
+        tier_key = (model_id, c.tier)
+        tiered = self._by_tier.get(tier_key)
+        if tiered is None:
+            tiered = self._by_tier[tier_key] = self._run(tier_level, c)
+        own = tuple(r for f in candidate_level if (r := f(self.catalog, self.need, c)) is not None)
+        return placed + tiered + own if (placed or tiered) else own

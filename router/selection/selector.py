@@ -10,6 +10,7 @@ A longer deadline can only add feasible candidates, so it never lowers the chose
 from __future__ import annotations
 
 import math
+from operator import mul
 from collections.abc import Sequence
 
 from router.catalog.schema import Catalog
@@ -34,7 +35,10 @@ def select(
     chosen: Candidate | None = None
     best_effort = False
     if scored:
-        chosen = max(scored.values(), key=lambda s: _rank(s, order)).candidate
+        top_band = max(s.band for s in scored.values())
+        chosen = max(
+            (s for s in scored.values() if s.band == top_band), key=lambda s: _rank(s, order)
+        ).candidate
     elif need.allow_degrade:
         runnable = [v.candidate for v in verdicts if _only_deadline_failed(v)]
         if runnable:
@@ -51,14 +55,15 @@ def score(
 ) -> list[Scored]:
     if not feasible:
         return []
-    columns = {name: SCORERS[name](need, feasible) for name, w in weights.items() if w > 0}
-    total_w = sum(w for w in weights.values() if w > 0)
-    out = []
-    for i, c in enumerate(feasible):
-        parts = {name: col[i] for name, col in columns.items()}
-        value = sum(weights[name] * v for name, v in parts.items()) / total_w
-        out.append(Scored(c, math.floor(c.quality / band_pts + 1e-9), value, parts))
-    return out
+    names = tuple(name for name, w in weights.items() if w > 0)
+    total_w = sum(weights[name] for name in names)
+    shares = [weights[name] / total_w for name in names]
+    columns = [SCORERS[name](need, feasible) for name in names]
+    rows = zip(*columns, strict=True)  # one tuple of normalised scores per candidate
+    return [
+        Scored(c, math.floor(c.quality / band_pts + 1e-9), sum(map(mul, shares, values)), names, values)
+        for c, values in zip(feasible, rows, strict=True)
+    ]
 
 
 def build_ladder(

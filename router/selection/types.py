@@ -45,10 +45,11 @@ class Estimate(NamedTuple):
     queue_s: float
     load_s: float
     run_s: float
+    total_s: float  # invariant: queue_s + load_s + run_s (use Estimate.of)
 
-    @property
-    def total_s(self) -> float:
-        return self.queue_s + self.load_s + self.run_s
+    @classmethod
+    def of(cls, queue_s: float, load_s: float, run_s: float) -> Estimate:
+        return cls(queue_s, load_s, run_s, queue_s + load_s + run_s)
 
 
 class Candidate(NamedTuple):
@@ -71,10 +72,7 @@ class Candidate(NamedTuple):
     vram_available_mb: int
     estimated_cost_usd: float
     key: tuple[str, str, str]  # (model id, tier, backend id): unique within one request
-
-    @property
-    def quality(self) -> float:
-        return self.spec.quality
+    quality: float  # invariant: spec.quality (a field, not a property: read thousands of times)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +88,20 @@ class Rejection:
         return f"{self.code} {nums}".strip()
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(NamedTuple):
     candidate: Candidate
     band: int
     score: float  # weighted mean of the normalised scores, 0-100
-    parts: Mapping[str, float]  # scorer name -> normalised score 0-100
+    names: tuple[str, ...]  # the scorers that ran, in order
+    values: tuple[float, ...]  # their normalised scores, 0-100
+
+    @property
+    def parts(self) -> dict[str, float]:
+        """Scorer name -> normalised score 0-100."""
+        return dict(zip(self.names, self.values, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The filters' outcome for one candidate: feasible when no filter rejected it."""
 
     candidate: Candidate
