@@ -56,7 +56,9 @@ def to_decision(sel: Selection, job_id: str | None) -> Decision:
     return _decision(sel, chosen, job_id, candidates)
 
 
-def _decision(sel: Selection, c: Candidate | None, job_id: str | None, candidates: list[CandidateOut]) -> Decision:
+def _decision(
+    sel: Selection, c: Candidate | None, job_id: str | None, candidates: list[CandidateOut]
+) -> Decision:
     return Decision(
         job_id=job_id,
         model=c.model.id if c else None,

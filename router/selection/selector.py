@@ -10,8 +10,8 @@ A longer deadline can only add feasible candidates, so it never lowers the chose
 from __future__ import annotations
 
 import math
-from operator import mul
 from collections.abc import Sequence
+from operator import mul
 
 from router.catalog.schema import Catalog
 from router.selection import filters as flt
