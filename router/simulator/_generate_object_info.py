@@ -1,4 +1,4 @@
-"""Regenerate `data/object_info_core.json` from a real ComfyUI `/object_info` capture (developer tool).
+"""Regenerate `resources/object_info_core.json` from a real ComfyUI `/object_info` capture (developer tool).
 
 The simulator never reads the capture at run time: it ships the trimmed copy this script writes.
 Loader choice lists are emptied here because the simulator fills them from the catalog.
@@ -63,7 +63,7 @@ def trim(all_info: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     source = Path(argv[0])
-    target = Path(__file__).resolve().parent / "data" / "object_info_core.json"
+    target = Path(__file__).resolve().parent / "resources" / "object_info_core.json"
     trimmed = trim(json.loads(source.read_text(encoding="utf-8")))
     target.write_text(json.dumps(trimmed, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {len(trimmed)} classes to {target}")

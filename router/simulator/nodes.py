@@ -1,8 +1,8 @@
 """Node definitions (`/object_info`) and the model folders behind the loaders' file choices.
 
-The core definitions are real ComfyUI 0.8.0 ones, shipped in `data/object_info_core.json` (see
+The core definitions are real ComfyUI 0.8.0 ones, shipped in `resources/object_info_core.json` (see
 `_generate_object_info.py`); the ReActor and IPAdapter custom nodes are hand-written in the same format
-in `data/object_info_custom.json`. File choices come from the catalog, so a graph naming a file the
+in `resources/object_info_custom.json`. File choices come from the catalog, so a graph naming a file the
 catalog does not know fails validation exactly like ComfyUI's `value_not_in_list`.
 """
 
@@ -81,7 +81,7 @@ CUSTOM_FOLDERS: tuple[str, ...] = ("insightface", "facerestore_models", "ipadapt
 
 
 def load_resource(name: str) -> JsonDict:
-    text = resources.files("router.simulator").joinpath("data", name).read_text(encoding="utf-8")
+    text = resources.files("router.simulator").joinpath("resources", name).read_text(encoding="utf-8")
     data: JsonDict = json.loads(text)
     return data
 
