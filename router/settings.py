@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("COMFY_ROUTER_DATA_DIR", "data_dir"),
         description="Where job outputs are kept.",
     )
+    callback_hosts_csv: str = Field(
+        default="",
+        validation_alias=AliasChoices("COMFY_ROUTER_CALLBACK_HOSTS", "callback_hosts_csv"),
+        description="Comma-separated host names that callback_url may point at (empty: callbacks refused).",
+    )
     migrate_on_start: bool = Field(
         default=True, validation_alias=AliasChoices("COMFY_ROUTER_MIGRATE", "migrate_on_start")
     )
+
+    def callback_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.callback_hosts_csv.split(",") if h.strip())

@@ -1,21 +1,30 @@
-"""The Flask app factory. Adapters (catalog, database, backend state, clock) are injected here."""
+"""The Flask app factory: the composition root. Adapters are injected here, or built from settings."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 
-from router.api import routes_meta, routes_select
+from router.api import routes_jobs, routes_meta, routes_select
 from router.api.errors import register_error_handlers
+from router.api.metrics import RouterMetrics
 from router.api.services import Services
-from router.backends.state import BackendStateProvider, DeclaredBackendState, effective_backends
-from router.catalog.schema import Catalog
+from router.backends.live import LiveBackendState
+from router.backends.state import BackendStateProvider, effective_backends
+from router.backends.support import support_checker
+from router.catalog.schema import Backend, Catalog
 from router.catalog.store import CatalogStore
 from router.clock import Clock, SystemClock
+from router.comfyui import ComfyUIClient
 from router.db.database import Database
+from router.runs.outputs import OutputStore
+from router.runs.runner import JobRunner
 from router.settings import Settings
+from router.workflows.templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +36,38 @@ def create_app(
     database: Database | None = None,
     backend_state: BackendStateProvider | None = None,
     clock: Clock | None = None,
+    client_for: Callable[[Backend], ComfyUIClient] | None = None,
+    start_simulators: bool = True,
     **extra: Any,
 ) -> Flask:
+    """Services not given are built from `settings`: the catalog file, DATABASE_URL, and live
+    ComfyUI backends (the built-in simulator for catalog backends without a URL)."""
     settings = settings or Settings()
     catalogs = _catalog_store(settings, catalog)
+    clock = clock or SystemClock()
     if database is None:
         database = Database(settings.database_url)
         if settings.migrate_on_start:
             database.migrate()
+    simulated = _start_simulators(catalogs) if start_simulators and backend_state is None else []
+    clients = client_for or _client_pool()
+    templates = TemplateRegistry()
+    runner = None
+    outputs = OutputStore(settings.data_dir)
+    metrics = RouterMetrics()
+    if backend_state is None:
+        live = LiveBackendState(clients, clock, support_check=support_checker(templates))
+        backend_state = live
+        runner = JobRunner(
+            catalogs=catalogs,
+            database=database,
+            state=live,
+            client_for=clients,
+            clock=clock,
+            templates=templates,
+            outputs=outputs,
+            metrics=metrics,
+        )
     app = Flask("router")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -42,13 +75,21 @@ def create_app(
         settings=settings,
         catalogs=catalogs,
         database=database,
-        backend_state=backend_state or DeclaredBackendState(),
-        clock=clock or SystemClock(),
+        backend_state=backend_state,
+        clock=clock,
+        runner=runner,
+        outputs=outputs,
+        simulated=simulated,
+        metrics=metrics,
     )
+    metrics.instrument(app)
+    describe = getattr(backend_state, "describe", None)
+    if describe is not None:
+        metrics.add_backend_collector(lambda: describe(catalogs.current))
     app.extensions["comfy_router_extra"] = extra
     register_error_handlers(app)
-    app.register_blueprint(routes_select.bp)
-    app.register_blueprint(routes_meta.bp)
+    for bp in (routes_select.bp, routes_jobs.bp, routes_meta.bp):
+        app.register_blueprint(bp)
     return app
 
 
@@ -62,3 +103,48 @@ def _catalog_store(settings: Settings, catalog: Catalog | CatalogStore | None) -
             current.model_copy(update={"backends": effective_backends(current, settings.comfyui_url)})
         )
     return store
+
+
+def _client_pool() -> Callable[[Backend], ComfyUIClient]:
+    """One client (one HTTP session) per backend URL, shared by the threads of this process."""
+    clients: dict[str, ComfyUIClient] = {}
+
+    def client_for(backend: Backend) -> ComfyUIClient:
+        url = str(backend.url).rstrip("/")
+        client = clients.get(url)
+        if client is None:
+            client = clients.setdefault(url, ComfyUIClient(url, timeout_s=10.0))
+        return client
+
+    return client_for
+
+
+def _start_simulators(catalogs: CatalogStore) -> list[str]:
+    """Catalog backends without a URL are served by the built-in ComfyUI simulator (make run)."""
+    catalog = catalogs.current
+    missing = [b for b in catalog.backends if b.url is None]
+    if not catalog.backends:
+        missing = [
+            Backend(id="simulator", gpu_name="NVIDIA A100 80GB PCIe", vram_mb=81920, usd_per_hour=1.19)
+        ]
+        catalog = catalog.model_copy(update={"backends": tuple(missing)})
+    if not missing:
+        return []
+    from router.simulator import start_simulator
+
+    backends = []
+    for b in catalog.backends:
+        if b.url is not None:
+            backends.append(b)
+            continue
+        handle = start_simulator(catalog, gpu=b.id, port=0)
+        atexit.register(handle.stop)
+        backends.append(b.model_copy(update={"url": handle.url}))
+        log.warning(
+            "backend %s has no ComfyUI URL: serving it with the built-in ComfyUI SIMULATOR at %s "
+            "(set COMFYUI_URL or the catalog's backend url to use a real ComfyUI)",
+            b.id,
+            handle.url,
+        )
+    catalogs.replace(catalog.model_copy(update={"backends": tuple(backends)}))
+    return [b.id for b in missing]

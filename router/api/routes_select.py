@@ -26,6 +26,10 @@ def post_select() -> tuple[Response, int]:
     catalog = svc.catalogs.current
     need, urgency = resolve_need(req, catalog)
     selection = select(catalog, need, svc.backend_state.snapshot(catalog), urgency)
+    chosen = selection.chosen
+    svc.metrics.selections.labels(
+        chosen.model.id if chosen else "", chosen.tier if chosen else "", selection.reason_code
+    ).inc()
     job_id: str | None = new_job_id()
     decision = to_decision(selection, job_id)
     try:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 
+from router.api.metrics import RouterMetrics
 from router.backends.state import BackendStateProvider
 from router.catalog.store import CatalogStore
 from router.clock import Clock
 from router.db.database import Database
+from router.runs.outputs import OutputStore
+from router.runs.runner import JobRunner
 from router.settings import Settings
 
 
@@ -20,6 +23,10 @@ class Services:
     database: Database
     backend_state: BackendStateProvider
     clock: Clock
+    metrics: RouterMetrics = field(default_factory=RouterMetrics)
+    runner: JobRunner | None = None
+    outputs: OutputStore | None = None
+    simulated: list[str] = field(default_factory=list)  # backend ids served by the built-in simulator
 
 
 def services() -> Services:

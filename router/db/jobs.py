@@ -25,6 +25,7 @@ def record_selection(
     decision: dict[str, Any],
     selection: Selection,
     status: str = "selected",
+    idempotency_key: str | None = None,
 ) -> None:
     chosen = selection.chosen
     row = Job(
@@ -46,6 +47,7 @@ def record_selection(
         degraded=False,
         estimated_cost_usd=chosen.estimated_cost_usd if chosen else None,
         finished_at=None if chosen else created_at,
+        idempotency_key=idempotency_key,
     )
     with db.session() as s:
         s.add(row)

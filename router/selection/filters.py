@@ -49,7 +49,7 @@ def backend_available(_: Catalog, __: Need, c: Candidate) -> Rejection | None:
 
 def workflow_supported(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
     workflow = c.model.workflows_by_purpose.get(need.purpose, c.model.workflow)
-    missing = c.view.missing_by_workflow.get(workflow)
+    missing = c.view.missing.get((c.model.id, workflow))
     if not missing:
         return None
     return Rejection(
@@ -121,6 +121,12 @@ def cost_cap(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
     )
 
 
+def not_tried(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
+    if c.key not in need.exclude:
+        return None
+    return Rejection("already_tried", "this job already ran this rung and it did not succeed", {})
+
+
 def deadline(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
     e = c.estimate
     if e.total_s <= need.deadline_s:
@@ -145,7 +151,7 @@ def deadline(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
 MODEL_LEVEL: tuple[Filter, ...] = (purpose, forced_model, model_enabled, inputs_present)
 PLACEMENT_LEVEL: tuple[Filter, ...] = (backend_available, workflow_supported, vram_fits)  # model x backend
 TIER_LEVEL: tuple[Filter, ...] = (size_in_range, quality_floor, within_target_tier)  # model x tier
-CANDIDATE_LEVEL: tuple[Filter, ...] = (cost_cap, deadline)
+CANDIDATE_LEVEL: tuple[Filter, ...] = (not_tried, cost_cap, deadline)
 ALL: tuple[Filter, ...] = (*MODEL_LEVEL, *PLACEMENT_LEVEL, *TIER_LEVEL, *CANDIDATE_LEVEL)
 
 
@@ -158,6 +164,8 @@ def _inert(need: Need) -> set[Filter]:
         inert.add(quality_floor)
     if need.model is None:
         inert.add(forced_model)
+    if not need.exclude:
+        inert.add(not_tried)
     return inert
 
 

@@ -26,6 +26,7 @@ class Need:
     model: str | None = None
     allow_degrade: bool = True
     inputs: frozenset[str] = frozenset()  # "image", "mask", "face" present in the request
+    exclude: frozenset[tuple[str, str, str]] = frozenset()  # candidate keys already tried by this job
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class BackendView:
     vram_free_mb: int | None = None  # None: unknown, the catalog's vram_mb is assumed free
     loaded_model: str | None = None  # the model ComfyUI last ran there (kept in VRAM)
     queue_s: float = 0.0  # expected wait before a new prompt starts
-    missing_by_workflow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (model id, workflow template) -> what this backend lacks to run it (node classes, model files)
+    missing: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
 
 class Estimate(NamedTuple):

@@ -13,16 +13,22 @@ from flask.testing import FlaskClient
 from sqlalchemy import select as sql_select
 
 from router.api.app import create_app
+from router.backends.state import DeclaredBackendState
 from router.catalog import Catalog
 from router.db.database import Database
 from router.db.models import Job
 from router.settings import Settings
 from tests.unit.selector_cases import backend
 
+# These tests are about deciding: backends as the catalog declares them, no live ComfyUI.
+DECLARED = DeclaredBackendState()
+
 
 @pytest.fixture
 def app(catalog: Catalog, pg_db: Database) -> Flask:
-    return create_app(Settings(migrate_on_start=False), catalog=catalog, database=pg_db)
+    return create_app(
+        Settings(migrate_on_start=False), catalog=catalog, database=pg_db, backend_state=DECLARED
+    )
 
 
 @pytest.fixture
@@ -42,7 +48,12 @@ def test_realtime_portrait_fits_its_deadline_and_is_recorded(client: FlaskClient
     with pg_db.session() as s:
         job = s.get(Job, d["job_id"])
         assert job is not None
-        assert (job.status, job.model_name, job.tier, job.urgency) == ("selected", d["model"], d["tier"], "realtime")
+        assert (job.status, job.model_name, job.tier, job.urgency) == (
+            "selected",
+            d["model"],
+            d["tier"],
+            "realtime",
+        )
         assert job.selection_reason == d["selection_reason"]
         assert job.request["purpose"] == "portrait"
 
@@ -57,7 +68,7 @@ def test_batch_picks_a_higher_quality_rung_than_realtime(client: FlaskClient) ->
 
 def test_a_12gb_backend_rejects_flux_fp16_with_the_numbers(catalog: Catalog, pg_db: Database) -> None:
     small = catalog.model_copy(update={"backends": (backend("gpu12", 12 * 1024, 0.4),)})
-    app = create_app(Settings(migrate_on_start=False), catalog=small, database=pg_db)
+    app = create_app(Settings(migrate_on_start=False), catalog=small, database=pg_db, backend_state=DECLARED)
     d = app.test_client().post("/select", json={"purpose": "portrait", "urgency": "batch"}).json
     flux = [c for c in d["candidates"] if c["model"] == "flux1-dev-fp16"]
     assert flux and not any(c["feasible"] for c in flux)
@@ -91,7 +102,9 @@ BAD: list[tuple[str, Any, int, str]] = [
 
 
 @pytest.mark.parametrize(("body", "status", "field"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_input_gets_a_4xx_naming_the_field(client: FlaskClient, body: Any, status: int, field: str) -> None:
+def test_bad_input_gets_a_4xx_naming_the_field(
+    client: FlaskClient, body: Any, status: int, field: str
+) -> None:
     r = client.post("/select", data=json.dumps(body), content_type="application/json")
     assert r.status_code == status, r.json
     err = r.json["error"]
@@ -103,8 +116,13 @@ def test_bad_input_gets_a_4xx_naming_the_field(client: FlaskClient, body: Any, s
 
 @pytest.mark.parametrize(
     ("data", "ctype"),
-    [("not json at all", "application/json"), ("", "application/json"), ("{\"purpose\": ", "application/json"),
-     ("purpose=portrait", "application/x-www-form-urlencoded"), ("\xff\xfe", "application/json")],
+    [
+        ("not json at all", "application/json"),
+        ("", "application/json"),
+        ('{"purpose": ', "application/json"),
+        ("purpose=portrait", "application/x-www-form-urlencoded"),
+        ("\xff\xfe", "application/json"),
+    ],
     ids=["garbage", "empty", "truncated", "form-encoded", "bad-utf8"],
 )
 def test_non_json_body_is_a_400(client: FlaskClient, data: str, ctype: str) -> None:
@@ -121,7 +139,12 @@ def test_oversized_image_is_a_413(client: FlaskClient, catalog: Catalog) -> None
 
 
 def test_body_over_the_wsgi_limit_is_a_413(catalog: Catalog, pg_db: Database) -> None:
-    app = create_app(Settings(migrate_on_start=False, max_request_bytes=10_000), catalog=catalog, database=pg_db)
+    app = create_app(
+        Settings(migrate_on_start=False, max_request_bytes=10_000),
+        catalog=catalog,
+        database=pg_db,
+        backend_state=DECLARED,
+    )
     r = app.test_client().post("/select", json={"purpose": "portrait", "prompt": "x" * 20_000})
     assert r.status_code == 413
     assert r.json["error"]["code"] == "payload_too_large"
@@ -129,7 +152,8 @@ def test_body_over_the_wsgi_limit_is_a_413(catalog: Catalog, pg_db: Database) ->
 
 def test_nothing_feasible_lists_every_candidate_with_reasons(client: FlaskClient, pg_db: Database) -> None:
     r = client.post(
-        "/select", json={"purpose": "portrait", "deadline_s": 0.5, "allow_degrade": False, "client_id": "acme"}
+        "/select",
+        json={"purpose": "portrait", "deadline_s": 0.5, "allow_degrade": False, "client_id": "acme"},
     )
     assert r.status_code == 422
     err = r.json["error"]
@@ -171,7 +195,7 @@ def test_health_and_readiness(client: FlaskClient) -> None:
 
 def test_readiness_fails_with_reasons_when_the_database_is_unreachable(catalog: Catalog) -> None:
     dead = Database("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
-    app = create_app(Settings(migrate_on_start=False), catalog=catalog, database=dead)
+    app = create_app(Settings(migrate_on_start=False), catalog=catalog, database=dead, backend_state=DECLARED)
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
     assert any("database unreachable" in p for p in r.json["problems"])
@@ -179,7 +203,7 @@ def test_readiness_fails_with_reasons_when_the_database_is_unreachable(catalog: 
 
 def test_select_still_answers_when_the_database_is_down(catalog: Catalog) -> None:
     dead = Database("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
-    app = create_app(Settings(migrate_on_start=False), catalog=catalog, database=dead)
+    app = create_app(Settings(migrate_on_start=False), catalog=catalog, database=dead, backend_state=DECLARED)
     r = app.test_client().post("/select", json={"purpose": "portrait"})
     assert r.status_code == 200
     assert r.json["job_id"] is None and r.json["model"]
@@ -200,14 +224,17 @@ def test_openapi_document_describes_the_request_models(client: FlaskClient) -> N
     select_req = doc["components"]["schemas"]["SelectRequest"]
     assert select_req["additionalProperties"] is False
     assert "purpose" in select_req["required"]
-    assert doc["paths"]["/select"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/Decision"
-    )
+    assert doc["paths"]["/select"]["post"]["responses"]["200"]["content"]["application/json"]["schema"][
+        "$ref"
+    ].endswith("/Decision")
 
 
 def test_comfyui_url_replaces_the_catalog_backends(catalog: Catalog, pg_db: Database) -> None:
     app = create_app(
-        Settings(migrate_on_start=False, comfyui_url="http://127.0.0.1:8188"), catalog=catalog, database=pg_db
+        Settings(migrate_on_start=False, comfyui_url="http://127.0.0.1:8188"),
+        catalog=catalog,
+        database=pg_db,
+        backend_state=DECLARED,
     )
     d = app.test_client().post("/select", json={"purpose": "portrait"}).json
     assert {c["backend"] for c in d["candidates"]} == {"comfyui"}

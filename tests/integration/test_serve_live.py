@@ -40,8 +40,12 @@ def test_serve_answers_select_over_http_with_sqlite(tmp_path: Path) -> None:
         r = requests.post(f"{base}/select", json={"purpose": "product", "urgency": "high"}, timeout=10)
         assert r.status_code == 200, r.text
         assert r.json()["model"]
-        assert (tmp_path / "comfy_router.db").exists()  # the embedded default: SQLite in the working directory
-        bad = requests.post(f"{base}/select", data="nope", headers={"Content-Type": "application/json"}, timeout=10)
+        assert (
+            tmp_path / "comfy_router.db"
+        ).exists()  # the embedded default: SQLite in the working directory
+        bad = requests.post(
+            f"{base}/select", data="nope", headers={"Content-Type": "application/json"}, timeout=10
+        )
         assert bad.status_code == 400
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -18,7 +18,13 @@ def test_shipped_catalog_has_the_models_the_hub_needs(catalog: Catalog) -> None:
     families = {m.family for m in catalog.models}
     assert {"flux1", "sdxl", "sd15", "qwen-image", "faceswap"} <= families
     ids = {m.id for m in catalog.models}
-    assert {"flux1-dev-fp16", "flux1-dev-fp8", "flux1-schnell", "sdxl-lightning-4step", "qwen-image-fp8"} <= ids
+    assert {
+        "flux1-dev-fp16",
+        "flux1-dev-fp8",
+        "flux1-schnell",
+        "sdxl-lightning-4step",
+        "qwen-image-fp8",
+    } <= ids
     assert {"inpaint", "face-swap", "text-rendering", "portrait"} <= set(catalog.purposes())
     for m in catalog.models:
         assert m.hosted_usd_per_image is not None and m.hosted_source, m.id
@@ -41,17 +47,37 @@ def _mutate(raw: dict[str, Any], path: list[Any], value: Any) -> None:
 
 CASES = [
     ("wrong-type", ["models", 0, "vram_mb"], "lots", "$.models[0](id=flux1-dev-fp16).vram_mb", "integer"),
-    ("negative", ["models", 2, "load_s"], -1, "$.models[2](id=flux1-schnell).load_s", "greater than or equal"),
+    (
+        "negative",
+        ["models", 2, "load_s"],
+        -1,
+        "$.models[2](id=flux1-schnell).load_s",
+        "greater than or equal",
+    ),
     ("unknown-key", ["models", 1, "vram_gb"], 16, "$.models[1](id=flux1-dev-fp8).vram_gb", "Extra inputs"),
-    ("bad-tier-name", ["models", 0, "tiers", "ultra"], {"steps": 1, "cfg": 1, "quality": 1}, "$.models[0]", "ultra"),
-    ("quality-over-100", ["models", 3, "tiers", "high", "quality"], 150, "tiers.high.quality", "less than or equal"),
+    (
+        "bad-tier-name",
+        ["models", 0, "tiers", "ultra"],
+        {"steps": 1, "cfg": 1, "quality": 1},
+        "$.models[0]",
+        "ultra",
+    ),
+    (
+        "quality-over-100",
+        ["models", 3, "tiers", "high", "quality"],
+        150,
+        "tiers.high.quality",
+        "less than or equal",
+    ),
     ("backend-url", ["backends", 0, "url"], "not a url", "$.backends[0](id=a100).url", "URL"),
     ("default-urgency", ["default_urgency"], "soon", "$", "default_urgency"),
     ("duplicate-id", ["models", 1, "id"], "flux1-dev-fp16", "$", "duplicate id"),
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "where", "what"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("path", "value", "where", "what"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_catalog_errors_name_the_file_path_and_problem(
     tmp_path: Path, catalog_path: Path, path: list[Any], value: Any, where: str, what: str
 ) -> None:
@@ -63,7 +89,9 @@ def test_catalog_errors_name_the_file_path_and_problem(
         load_catalog(bad)
     text = str(info.value)
     assert str(bad) in text
-    assert any(where in str(p) and what in str(p) for p in info.value.problems) or (where in text and what in text), text
+    assert any(where in str(p) and what in str(p) for p in info.value.problems) or (
+        where in text and what in text
+    ), text
 
 
 def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
@@ -93,7 +121,10 @@ def test_catalog_check_command_reports_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"models": []}')
     out = subprocess.run(
-        [sys.executable, "-m", "router", "catalog", "check", str(bad)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "router", "catalog", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 1
     assert "bad.json" in out.stderr and "$.models" in out.stderr

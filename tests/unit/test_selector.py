@@ -163,7 +163,7 @@ CASES = [
     Case(
         "workflow-missing-on-backend",
         Need("text-to-image", 600),
-        overrides={"a": {"missing_by_workflow": {"checkpoint_txt2img": ("node KSampler",)}}},
+        overrides={"a": {"missing": {("big", "checkpoint_txt2img"): ("node KSampler",)}}},
         chosen=("small", "high", "b"),
         rejected_with={("big", "high", "a"): "workflow_unsupported"},
     ),

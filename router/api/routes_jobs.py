@@ -1,0 +1,268 @@
+"""POST /select-and-run, the jobs routes and GET /backends."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.exc import IntegrityError
+
+from router.api.body import parse_body, redacted
+from router.api.decision import to_decision
+from router.api.errors import ApiError, field_error
+from router.api.resolve import resolve_need
+from router.api.schemas import FeedbackRequest, SelectAndRunRequest
+from router.api.services import Services, services
+from router.db.jobs import new_job_id, record_selection
+from router.db.models import Feedback, Job, ModelUsageLog
+from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts, update_job
+from router.runs.render import missing_request_fields
+from router.runs.runner import JobSpec
+from router.selection import Candidate, select
+from router.workflows.templates import TemplateRegistry
+
+log = logging.getLogger(__name__)
+bp = Blueprint("jobs", __name__)
+
+IMAGE_SLOTS = {"images": "image", "face_image": "face_image", "mask": "mask"}
+
+
+@bp.post("/select-and-run")
+def select_and_run() -> tuple[Response, int]:
+    svc = services()
+    runner = svc.runner
+    if runner is None:
+        raise ApiError(503, "no_runner", "this router has no ComfyUI backends configured to run on")
+    req = parse_body(SelectAndRunRequest)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise field_error("Idempotency-Key", "must be 1 to 255 characters")
+    if key is not None and (existing := job_by_idempotency_key(svc.database, key)) is not None:
+        return _existing(svc, existing, req.wait)
+    _check_callback(svc, req.callback_url)
+    catalog = svc.catalogs.current
+    need, urgency = resolve_need(req, catalog)
+    selection = select(catalog, need, svc.backend_state.snapshot(catalog), urgency)
+    chosen = selection.chosen
+    svc.metrics.selections.labels(
+        chosen.model.id if chosen else "", chosen.tier if chosen else "", selection.reason_code
+    ).inc()
+    job_id = new_job_id()
+    decision = to_decision(selection, job_id)
+    try:
+        record_selection(
+            svc.database,
+            job_id=job_id,
+            created_at=svc.clock.now(),
+            request=redacted(req),
+            urgency=urgency,
+            decision=decision.model_dump(mode="json", exclude={"candidates"}),
+            selection=selection,
+            status="queued",
+            idempotency_key=key,
+        )
+    except IntegrityError:
+        # Another request (maybe another router process) took this key first: answer its job.
+        existing = job_by_idempotency_key(svc.database, key or "")
+        if existing is None:
+            raise
+        return _existing(svc, existing, req.wait)
+    if selection.chosen is None:
+        status = 503 if selection.reason_code == "no_backend_available" else 422
+        raise ApiError(
+            status, selection.reason_code, selection.selection_reason, decision.model_dump(mode="json")
+        )
+    _check_inputs_for(svc, job_id, selection.chosen, req)
+    spec = JobSpec(
+        job_id=job_id,
+        need=need,
+        urgency=urgency,
+        first=selection.chosen,
+        inputs=_inputs(req),
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        seed=req.seed if req.seed is not None else secrets.randbelow(2**48),
+        output=req.output,
+        front=urgency == "realtime",
+    )
+    if not req.wait:
+        runner.submit(spec).add_done_callback(lambda _f: _callback(svc, job_id, req.callback_url))
+        return jsonify(job_view(svc, job_id)), 202
+    runner.run(spec)
+    _callback(svc, job_id, req.callback_url)
+    return jsonify(job_view(svc, job_id)), 200
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(job_view(services(), job_id))
+
+
+@bp.get("/jobs/<job_id>/outputs/<int:index>")
+def get_output(job_id: str, index: int) -> Response:
+    svc = services()
+    data = svc.outputs.load(job_id, index) if svc.outputs else None
+    if data is None:
+        raise ApiError(404, "not_found", f"job {job_id} has no output {index}")
+    return Response(data, mimetype="image/png")
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> tuple[Response, int]:
+    svc = services()
+    view = job_view(svc, job_id)
+    if view["status"] in TERMINAL:
+        raise ApiError(409, "job_finished", f"job {job_id} is already {view['status']}")
+    if svc.runner is None or not svc.runner.cancel(job_id):
+        raise ApiError(409, "not_here", f"job {job_id} is not running in this router process")
+    control = svc.runner.control(job_id)
+    if control is not None:
+        control.done.wait(timeout=30)
+    return jsonify(job_view(svc, job_id)), 200
+
+
+@bp.post("/jobs/<job_id>/feedback")
+def feedback(job_id: str) -> tuple[Response, int]:
+    svc = services()
+    body = parse_body(FeedbackRequest)
+    job_view(svc, job_id)  # 404 for an unknown job
+    with svc.database.session() as s:
+        s.add(Feedback(job_id=job_id, rating=body.rating, comment=body.comment, created_at=svc.clock.now()))
+    return jsonify({"job_id": job_id, "rating": body.rating}), 201
+
+
+@bp.get("/backends")
+def backends() -> Response:
+    svc = services()
+    describe = getattr(svc.backend_state, "describe", None)
+    catalog = svc.catalogs.current
+    if describe is None:
+        views = svc.backend_state.snapshot(catalog)
+        rows: list[dict[str, Any]] = [
+            {"id": v.backend.id, "healthy": v.healthy, "vram_total_mb": v.backend.vram_mb, "live": False}
+            for v in views
+        ]
+    else:
+        rows = describe(catalog)
+    return jsonify({"backends": rows, "simulated": svc.simulated})
+
+
+def job_view(svc: Services, job_id: str) -> dict[str, Any]:
+    found = job_with_attempts(svc.database, job_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    job, attempts = found
+    return {
+        "id": job.id,
+        "status": job.status,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "purpose": job.purpose,
+        "urgency": job.urgency,
+        "deadline_s": job.deadline_s,
+        "model": job.model_name,
+        "tier": job.tier,
+        "backend": job.backend,
+        "selection_reason": job.selection_reason,
+        "reason_code": job.reason_code,
+        "degraded": job.degraded,
+        "deadline_met": job.deadline_met,
+        "estimated_cost_usd": job.estimated_cost_usd,
+        "cost_usd": job.cost_usd,
+        "error": job.error,
+        "outputs": job.outputs or [],
+        "attempts": [_attempt_view(a) for a in attempts],
+        "decision": job.decision,
+    }
+
+
+def _attempt_view(a: ModelUsageLog) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "model": a.model_name,
+        "tier": a.tier,
+        "backend": a.backend,
+        "steps": a.steps,
+        "width": a.width,
+        "height": a.height,
+        "started_at": a.started_at.isoformat(),
+        "finished_at": a.finished_at.isoformat() if a.finished_at else None,
+        "estimated_s": a.estimated_s,
+        "duration_s": a.actual_s,
+        "outcome": a.outcome,
+        "error": a.error,
+        "cost_usd": a.cost_usd,
+    }
+
+
+def _existing(svc: Services, job: Job, wait: bool) -> tuple[Response, int]:
+    """The same Idempotency-Key returns the same job, never a second run."""
+    control = svc.runner.control(job.id) if svc.runner else None
+    if wait and control is not None:
+        control.done.wait(timeout=job.deadline_s * 2 + 60)
+    view = job_view(svc, job.id)
+    return jsonify(view), (200 if view["status"] in TERMINAL else 202)
+
+
+def _check_inputs_for(svc: Services, job_id: str, rung: Candidate, req: SelectAndRunRequest) -> None:
+    given = {name for name in ("prompt", "images", "mask", "face_image") if getattr(req, name)}
+    missing = missing_request_fields(runner_templates(svc), rung, req.purpose, given)
+    if missing:
+        message = f"the {rung.model.workflow} workflow of {rung.model.id} needs {', '.join(missing)}"
+        update_job(svc.database, job_id, status="failed", error=message, finished_at=svc.clock.now())
+        raise ApiError(
+            422, "validation_error", message, [{"field": f, "message": "required"} for f in missing]
+        )
+
+
+def runner_templates(svc: Services) -> TemplateRegistry:
+    assert svc.runner is not None  # checked at the top of select_and_run
+    return svc.runner.templates
+
+
+def _inputs(req: SelectAndRunRequest) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    if req.images:
+        out["image"] = _b64(req.images[0])
+    if req.face_image is not None:
+        out["face_image"] = _b64(req.face_image)
+    if req.mask is not None:
+        out["mask"] = _b64(req.mask)
+    return out
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text)
+
+
+def _check_callback(svc: Services, url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise field_error("callback_url", "must be an http(s) URL")
+    allowed = svc.settings.callback_hosts()
+    if parts.hostname.lower() not in allowed:
+        raise field_error(
+            "callback_url",
+            f"host {parts.hostname!r} is not on the allowlist "
+            f"(COMFY_ROUTER_CALLBACK_HOSTS: {sorted(allowed) or 'empty'})",
+        )
+
+
+def _callback(svc: Services, job_id: str, url: str | None) -> None:
+    if url is None:
+        return
+    import requests
+
+    body = job_view(svc, job_id)
+    for attempt in range(3):
+        try:
+            requests.post(url, json=body, timeout=5).raise_for_status()
+            return
+        except requests.RequestException as exc:
+            log.warning("callback %d to %s for job %s failed: %s", attempt + 1, url, job_id, exc)

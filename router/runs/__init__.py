@@ -1,0 +1,1 @@
+"""Running a decision on ComfyUI: the deadline watch, degradation, attempts and job records."""

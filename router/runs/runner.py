@@ -1,0 +1,481 @@
+"""Run a decision on ComfyUI within ONE deadline budget, degrading instead of missing it.
+
+For each attempt: render the rung's workflow, submit it, and watch the per-step progress. When
+the step rate says the rung will finish after the budget and a faster rung can still make it,
+interrupt now (not at the deadline) and start that rung on the time left. OOM -> re-select
+knowing the backend cannot hold that much; backend failure -> cooldown and re-select elsewhere.
+Each re-selection is the pure selector run again with the time left, the rungs already tried
+excluded and what was learned (speed, VRAM, health) folded into the backend views.
+Every attempt is a `model_usage_log` row; the job row always ends in a terminal status.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from router.api.metrics import RouterMetrics
+from router.backends.live import LiveBackendState
+from router.catalog.schema import Backend, Catalog
+from router.catalog.store import CatalogStore
+from router.clock import Clock
+from router.comfyui import (
+    ComfyUIClient,
+    ConnectionRefused,
+    ExecutionFailed,
+    HttpError,
+    Interrupted,
+    Invalid,
+    Outcome,
+    OutOfMemory,
+    Progress,
+    SocketDropped,
+    Succeeded,
+    TimedOut,
+)
+from router.db.database import Database
+from router.db.usage import AttemptStart, finish_attempt, start_attempt, update_job
+from router.runs.outputs import OutputStore
+from router.runs.render import render_graph
+from router.runs.watch import StepWatch
+from router.selection import Candidate, Need, select
+from router.selection.estimate import pixel_scale, time_model_and_speed
+from router.workflows.templates import TemplateRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+
+
+@dataclass
+class JobSpec:
+    job_id: str
+    need: Need
+    urgency: str
+    first: Candidate
+    inputs: dict[str, bytes]  # slot -> image bytes (image, mask, face_image)
+    prompt: str
+    negative_prompt: str
+    seed: int
+    output: str  # "url" or "base64"
+    front: bool = False
+
+
+@dataclass
+class RunControl:
+    """Shared between the runner thread and POST /jobs/<id>/cancel."""
+
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    execution: Any = None  # the ComfyUI Execution in flight, for a targeted interrupt
+
+
+@dataclass
+class AttemptResult:
+    outcome: str  # ok | degraded | timeout | oom | backend_error | invalid | cancelled
+    error: str | None
+    next_rung: Candidate | None = None  # chosen while watching (predicted miss)
+    images: list[bytes] = field(default_factory=list)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        catalogs: CatalogStore,
+        database: Database,
+        state: LiveBackendState,
+        client_for: Callable[[Backend], ComfyUIClient],
+        clock: Clock,
+        templates: TemplateRegistry,
+        outputs: OutputStore,
+        metrics: RouterMetrics | None = None,
+        max_workers: int = 16,
+    ) -> None:
+        self.metrics = metrics
+        self.catalogs = catalogs
+        self.db = database
+        self.state = state
+        self.client_for = client_for
+        self.clock = clock
+        self.templates = templates
+        self.outputs = outputs
+        self._controls: dict[str, RunControl] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
+
+    # --- entry points -----------------------------------------------------------------------
+
+    def control(self, job_id: str) -> RunControl | None:
+        with self._lock:
+            return self._controls.get(job_id)
+
+    def submit(self, spec: JobSpec) -> Future[None]:
+        control = self._register(spec.job_id)
+        return self._pool.submit(self._run_guarded, spec, control)
+
+    def run(self, spec: JobSpec) -> None:
+        self._run_guarded(spec, self._register(spec.job_id))
+
+    def cancel(self, job_id: str) -> bool:
+        control = self.control(job_id)
+        if control is None:
+            return False
+        control.cancelled.set()
+        execution = control.execution
+        if execution is not None:
+            try:
+                execution.cancel()
+            except Exception as exc:  # the backend may be gone; the runner still ends the job
+                log.warning("interrupting job %s on ComfyUI failed: %s", job_id, exc)
+        return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _register(self, job_id: str) -> RunControl:
+        control = RunControl()
+        with self._lock:
+            self._controls[job_id] = control
+        return control
+
+    def _run_guarded(self, spec: JobSpec, control: RunControl) -> None:
+        try:
+            self._run(spec, control)
+        except Exception as exc:  # a bug here must still leave the job in a terminal status
+            log.exception("job %s failed in the runner", spec.job_id)
+            self._finish(spec.job_id, "failed", urgency=spec.urgency, error=f"internal error: {exc}")
+        finally:
+            control.done.set()
+            with self._lock:
+                self._controls.pop(spec.job_id, None)
+
+    # --- the loop over rungs ----------------------------------------------------------------
+
+    def _run(self, spec: JobSpec, control: RunControl) -> None:
+        catalog = self.catalogs.current
+        t0 = self.clock.monotonic()
+        deadline_at = t0 + spec.need.deadline_s
+        hard_stop_at = t0 + 2 * spec.need.deadline_s + 30.0  # a rung with no faster alternative may overrun
+        update_job(self.db, spec.job_id, status="running")
+        rung: Candidate | None = spec.first
+        tried: set[tuple[str, str, str]] = set()
+        cost_usd = 0.0
+        last_error = "no rung could run"
+        for attempt_no in range(1, MAX_ATTEMPTS + 1):
+            if rung is None or control.cancelled.is_set():
+                break
+            result, attempt_cost = self._attempt(
+                catalog, spec, control, rung, attempt_no, deadline_at, hard_stop_at, tried
+            )
+            cost_usd += attempt_cost
+            tried.add(rung.key)
+            if result.outcome in ("ok", "degraded"):
+                self._succeed(spec, rung, result, cost_usd, deadline_at)
+                return
+            if result.outcome == "cancelled" or control.cancelled.is_set():
+                self._finish(
+                    spec.job_id,
+                    "cancelled",
+                    urgency=spec.urgency,
+                    error="cancelled by the caller",
+                    cost_usd=cost_usd,
+                )
+                return
+            where = f"{rung.model.id}/{rung.tier} on {rung.view.backend.id}"
+            last_error = f"attempt {attempt_no} ({where}): {result.error}"
+            rung = result.next_rung or self._reselect(catalog, spec, tried, deadline_at)
+        if control.cancelled.is_set():
+            self._finish(
+                spec.job_id,
+                "cancelled",
+                urgency=spec.urgency,
+                error="cancelled by the caller",
+                cost_usd=cost_usd,
+            )
+        else:
+            self._finish(
+                spec.job_id,
+                "failed",
+                urgency=spec.urgency,
+                error=last_error,
+                cost_usd=cost_usd,
+                deadline_met=False,
+            )
+
+    def _reselect(
+        self, catalog: Catalog, spec: JobSpec, tried: set[tuple[str, str, str]], deadline_at: float
+    ) -> Candidate | None:
+        remaining = deadline_at - self.clock.monotonic()
+        if remaining <= 0 and not spec.need.allow_degrade:
+            return None
+        need = replace(spec.need, deadline_s=max(remaining, 0.001), exclude=frozenset(tried))
+        return select(catalog, need, self.state.snapshot(catalog), spec.urgency).chosen
+
+    # --- one attempt ------------------------------------------------------------------------
+
+    def _attempt(
+        self,
+        catalog: Catalog,
+        spec: JobSpec,
+        control: RunControl,
+        rung: Candidate,
+        attempt_no: int,
+        deadline_at: float,
+        hard_stop_at: float,
+        tried: set[tuple[str, str, str]],
+    ) -> tuple[AttemptResult, float]:
+        backend = rung.view.backend
+        client = self.client_for(backend)
+        degraded = rung.key != spec.first.key
+        try:
+            graph = render_graph(self.templates, client, rung, spec)
+        except Exception as exc:  # a template or upload problem ends this rung, not the job
+            return self._log_unsubmitted(
+                spec, rung, attempt_no, degraded, f"cannot prepare the workflow: {exc}"
+            ), 0.0
+        started_at = self.clock.now()
+        budget_s = deadline_at - self.clock.monotonic()
+        watch = self._watch_for(catalog, spec, rung, budget_s)
+        attempt_id = start_attempt(self.db, self._attempt_row(spec, rung, attempt_no, started_at, degraded))
+        holder: dict[str, Candidate | None] = {"next": None}
+
+        def on_progress(p: Progress) -> bool:
+            if control.cancelled.is_set():
+                return True
+            if p.event != "progress" or not watch.observe(p.node, p.value, p.max, p.elapsed_s):
+                return False
+            return self._worth_degrading(catalog, spec, rung, watch, tried, deadline_at, holder)
+
+        execution = client.start(graph, front=spec.front)
+        control.execution = execution
+        try:
+            outcome = execution.wait(
+                timeout_s=max(0.1, hard_stop_at - self.clock.monotonic()), on_progress=on_progress
+            )
+            if isinstance(outcome, TimedOut):
+                execution.cancel()
+        finally:
+            control.execution = None
+            execution.close()
+        result = self._classify(outcome, rung, watch, holder["next"], control, degraded)
+        if result.outcome in ("ok", "degraded"):
+            result.images = (
+                [client.fetch_image(ref) for ref in outcome.images] if isinstance(outcome, Succeeded) else []
+            )
+        self._learn(rung, outcome, watch)
+        gpu_s = _gpu_seconds(outcome)
+        cost = backend.usd_per_hour * gpu_s / 3600.0 if gpu_s is not None else 0.0
+        ok = result.outcome in ("ok", "degraded")
+        if self.metrics is not None:
+            self.metrics.attempts.labels(rung.model.id, backend.id, result.outcome).inc()
+        finish_attempt(
+            self.db,
+            attempt_id,
+            finished_at=self.clock.now(),
+            actual_s=_duration(outcome),
+            outcome=result.outcome,
+            error=result.error,
+            cost_usd=round(cost, 8),
+            hosted_usd=(rung.model.hosted_usd_per_image or 0.0) * spec.need.batch_size if ok else None,
+        )
+        return result, cost
+
+    def _watch_for(self, catalog: Catalog, spec: JobSpec, rung: Candidate, budget_s: float) -> StepWatch:
+        # Expected step time from the catalog's own speed, not the view's corrected one, so the
+        # observed ratio is absolute slowness (what LiveBackendState keeps), not relative to it.
+        declared = next((b for b in catalog.backends if b.id == rung.view.backend.id), rung.view.backend)
+        tm, speed = time_model_and_speed(rung.model, declared)
+        scale = pixel_scale(tm, rung.width, rung.height) * spec.need.batch_size / speed
+        # base_s covers text encoding before sampling and decoding/saving after it: half after.
+        return StepWatch(
+            budget_s=budget_s, expected_step_s=tm.per_step_s * scale, after_sampling_s=0.5 * tm.base_s * scale
+        )
+
+    def _worth_degrading(
+        self,
+        catalog: Catalog,
+        spec: JobSpec,
+        rung: Candidate,
+        watch: StepWatch,
+        tried: set[tuple[str, str, str]],
+        deadline_at: float,
+        holder: dict[str, Candidate | None],
+    ) -> bool:
+        """A predicted miss: interrupt only if a rung not yet tried can finish in the time left."""
+        if watch.slowness is not None:
+            self.state.record_slowness(rung.view.backend.id, watch.slowness, smooth=False)
+        remaining = deadline_at - self.clock.monotonic()
+        if remaining <= 0:
+            return False
+        need = replace(spec.need, deadline_s=remaining, exclude=frozenset(tried | {rung.key}))
+        alternative = select(catalog, need, self.state.snapshot(catalog), spec.urgency)
+        if alternative.chosen is None or alternative.best_effort:
+            return False  # nothing faster fits: finishing late beats not finishing
+        holder["next"] = alternative.chosen
+        log.info(
+            "job %s: %s/%s predicted to finish at %.1f s > budget %.1f s; degrading to %s/%s",
+            spec.job_id,
+            rung.model.id,
+            rung.tier,
+            watch.predicted_finish_s or 0.0,
+            watch.budget_s,
+            alternative.chosen.model.id,
+            alternative.chosen.tier,
+        )
+        return True
+
+    def _classify(
+        self,
+        outcome: Outcome,
+        rung: Candidate,
+        watch: StepWatch,
+        next_rung: Candidate | None,
+        control: RunControl,
+        degraded: bool,
+    ) -> AttemptResult:
+        if isinstance(outcome, Succeeded):
+            return AttemptResult("degraded" if degraded else "ok", None)
+        if isinstance(outcome, Interrupted):
+            if control.cancelled.is_set():
+                return AttemptResult("cancelled", "cancelled by the caller")
+            if next_rung is not None:
+                finish = watch.predicted_finish_s or 0.0
+                return AttemptResult(
+                    "timeout",
+                    f"interrupted early: predicted to finish at {finish:.1f} s, over the "
+                    f"{watch.budget_s:.1f} s budget (observed {watch.step_s or 0:.3f} s/step "
+                    f"vs {watch.expected_step_s:.3f} expected)",
+                    next_rung,
+                )
+            return AttemptResult("backend_error", "interrupted on the backend by someone else")
+        if isinstance(outcome, OutOfMemory):
+            self.state.record_oom(rung.view.backend.id, rung.vram_needed_mb)
+            return AttemptResult("oom", f"{outcome.exception_type}: {outcome.exception_message}"[:2000])
+        if isinstance(outcome, ExecutionFailed):
+            return AttemptResult(
+                "backend_error", f"{outcome.exception_type}: {outcome.exception_message}"[:2000]
+            )
+        if isinstance(outcome, Invalid):
+            return AttemptResult("invalid", "; ".join(outcome.problems())[:2000])
+        if isinstance(outcome, TimedOut):
+            return AttemptResult(
+                "timeout", f"no result within {outcome.timeout_s:.1f} s; cancelled on the backend"
+            )
+        if isinstance(outcome, ConnectionRefused | HttpError | SocketDropped):
+            reason = _failure_text(outcome)
+            self.state.record_failure(rung.view.backend.id, reason)
+            return AttemptResult("backend_error", reason)
+        return AttemptResult("backend_error", f"unexpected outcome {outcome.kind}")
+
+    def _learn(self, rung: Candidate, outcome: Outcome, watch: StepWatch) -> None:
+        backend_id = rung.view.backend.id
+        if isinstance(outcome, Succeeded | Interrupted):
+            self.state.record_run(backend_id, rung.model.id, _gpu_seconds(outcome))
+        if watch.slowness is not None and isinstance(outcome, Succeeded):
+            self.state.record_slowness(backend_id, watch.slowness)
+
+    # --- records ----------------------------------------------------------------------------
+
+    def _attempt_row(
+        self, spec: JobSpec, rung: Candidate, attempt_no: int, started_at: Any, degraded: bool
+    ) -> AttemptStart:
+        e = rung.estimate
+        return AttemptStart(
+            job_id=spec.job_id,
+            attempt=attempt_no,
+            prompt_id="",
+            started_at=started_at,
+            backend=rung.view.backend.id,
+            model_name=rung.model.id,
+            tier=rung.tier,
+            purpose=spec.need.purpose,
+            steps=rung.steps,
+            width=rung.width,
+            height=rung.height,
+            estimated_s=round(e.total_s, 4),
+            queue_s=round(e.queue_s, 4),
+            load_s=round(e.load_s, 4),
+            estimated_cost_usd=round(rung.estimated_cost_usd, 8),
+            quality_score=rung.quality,
+            selection_reason=f"{rung.model.id}/{rung.tier} on {rung.view.backend.id}"
+            + (" (degraded)" if degraded else ""),
+            degraded=degraded,
+        )
+
+    def _log_unsubmitted(
+        self, spec: JobSpec, rung: Candidate, attempt_no: int, degraded: bool, error: str
+    ) -> AttemptResult:
+        now = self.clock.now()
+        attempt_id = start_attempt(self.db, self._attempt_row(spec, rung, attempt_no, now, degraded))
+        finish_attempt(
+            self.db,
+            attempt_id,
+            finished_at=now,
+            actual_s=0.0,
+            outcome="invalid",
+            error=error,
+            cost_usd=0.0,
+            hosted_usd=None,
+        )
+        return AttemptResult("invalid", error)
+
+    def _succeed(
+        self, spec: JobSpec, rung: Candidate, result: AttemptResult, cost_usd: float, deadline_at: float
+    ) -> None:
+        outputs = []
+        for n, data in enumerate(result.images):
+            self.outputs.save(spec.job_id, n, data)
+            item: dict[str, Any] = {"index": n, "url": f"/jobs/{spec.job_id}/outputs/{n}", "bytes": len(data)}
+            if spec.output == "base64":
+                item["base64"] = base64.b64encode(data).decode()
+            outputs.append(item)
+        self._finish(
+            spec.job_id,
+            "succeeded",
+            urgency=spec.urgency,
+            cost_usd=cost_usd,
+            deadline_met=self.clock.monotonic() <= deadline_at,
+            outputs=outputs,
+            model_name=rung.model.id,
+            tier=rung.tier,
+            backend=rung.view.backend.id,
+            degraded=rung.key != spec.first.key,
+        )
+
+    def _finish(self, job_id: str, status: str, *, urgency: str = "", **values: Any) -> None:
+        values.setdefault("deadline_met", False if status != "succeeded" else None)
+        update_job(self.db, job_id, status=status, finished_at=self.clock.now(), **values)
+        if self.metrics is not None:
+            self.metrics.jobs.labels(status, urgency).inc()
+            if values.get("degraded"):
+                self.metrics.degraded.inc()
+            if values.get("deadline_met") is False:
+                self.metrics.deadline_misses.labels(urgency).inc()
+
+
+def _duration(outcome: Outcome) -> float | None:
+    value = getattr(outcome, "duration_s", None)
+    return round(float(value), 4) if value is not None else None
+
+
+def _gpu_seconds(outcome: Outcome) -> float | None:
+    """Seconds the prompt held the GPU: from ComfyUI starting it to the outcome (queue excluded)."""
+    duration = getattr(outcome, "duration_s", None)
+    if duration is None:
+        return None
+    started = getattr(outcome, "started_at_s", None)
+    return max(0.0, float(duration) - float(started)) if started is not None else float(duration)
+
+
+def _failure_text(outcome: ConnectionRefused | HttpError | SocketDropped) -> str:
+    if isinstance(outcome, ConnectionRefused):
+        return f"connection refused at {outcome.url}: {outcome.message}"
+    if isinstance(outcome, HttpError):
+        return f"HTTP {outcome.status} from {outcome.url}: {outcome.body_excerpt[:200]}"
+    return f"socket dropped after {outcome.duration_s:.1f} s: {outcome.reason}"
