@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ def create_app(
             outputs=outputs,
             metrics=metrics,
         )
+        threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
     app = Flask("router")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -91,6 +93,13 @@ def create_app(
     for bp in (routes_select.bp, routes_jobs.bp, routes_meta.bp):
         app.register_blueprint(bp)
     return app
+
+
+def _reattach(runner: JobRunner) -> None:
+    try:
+        runner.reattach_orphans()
+    except Exception:  # recovery must never stop the router from serving
+        log.exception("re-attaching to prompts left running failed")
 
 
 def _catalog_store(settings: Settings, catalog: Catalog | CatalogStore | None) -> CatalogStore:

@@ -61,6 +61,9 @@ class ModelUsageLog(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     source: Mapped[str] = mapped_column(String(16), default="router")  # router | direct
     prompt_id: Mapped[str | None] = mapped_column(String(64))
+    # The router process that owns a running attempt ("host:pid:boot id"), so that a restarted
+    # router re-attaches to its own dead predecessor's prompts and never to a live replica's.
+    runner: Mapped[str | None] = mapped_column(String(160))
     started_at: Mapped[datetime] = mapped_column(UtcTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcTime)
     backend: Mapped[str] = mapped_column(String(64))

@@ -34,6 +34,7 @@ class AttemptStart:
     quality_score: float
     selection_reason: str
     degraded: bool
+    runner: str | None = None
 
 
 def start_attempt(db: Database, a: AttemptStart) -> int:

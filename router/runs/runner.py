@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -41,6 +43,7 @@ from router.comfyui import (
 from router.db.database import Database
 from router.db.usage import AttemptStart, finish_attempt, start_attempt, update_job
 from router.runs.outputs import OutputStore
+from router.runs.reattach import claim_orphans, follow, runner_identity
 from router.runs.render import render_graph
 from router.runs.watch import StepWatch
 from router.selection import Candidate, Need, select
@@ -105,6 +108,7 @@ class JobRunner:
         self.clock = clock
         self.templates = templates
         self.outputs = outputs
+        self.identity = runner_identity()
         self._controls: dict[str, RunControl] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
@@ -137,6 +141,30 @@ class JobRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def reattach_orphans(
+        self, sleep: Callable[[float], None] = time.sleep, max_wait_s: float = 1800.0
+    ) -> int:
+        """Claim the prompts a dead predecessor left running and follow each in the background."""
+        orphans = claim_orphans(self.db, self.identity)
+        catalog = self.catalogs.current
+        for attempt in orphans:
+            self._pool.submit(
+                follow,
+                self.db,
+                attempt,
+                catalog,
+                self.client_for,
+                self.clock,
+                self.outputs,
+                sleep,
+                max_wait_s,
+            )
+        if orphans:
+            log.warning(
+                "re-attached to %d attempt(s) left running by a previous router process", len(orphans)
+            )
+        return len(orphans)
 
     def _register(self, job_id: str) -> RunControl:
         control = RunControl()
@@ -242,7 +270,9 @@ class JobRunner:
         started_at = self.clock.now()
         budget_s = deadline_at - self.clock.monotonic()
         watch = self._watch_for(catalog, spec, rung, budget_s)
-        attempt_id = start_attempt(self.db, self._attempt_row(spec, rung, attempt_no, started_at, degraded))
+        prompt_id = str(uuid.uuid4())
+        row = replace(self._attempt_row(spec, rung, attempt_no, started_at, degraded), prompt_id=prompt_id)
+        attempt_id = start_attempt(self.db, row)
         holder: dict[str, Candidate | None] = {"next": None}
 
         def on_progress(p: Progress) -> bool:
@@ -252,7 +282,7 @@ class JobRunner:
                 return False
             return self._worth_degrading(catalog, spec, rung, watch, tried, deadline_at, holder)
 
-        execution = client.start(graph, front=spec.front)
+        execution = client.start(graph, prompt_id=prompt_id, front=spec.front)
         control.execution = execution
         try:
             outcome = execution.wait(
@@ -406,6 +436,7 @@ class JobRunner:
             selection_reason=f"{rung.model.id}/{rung.tier} on {rung.view.backend.id}"
             + (" (degraded)" if degraded else ""),
             degraded=degraded,
+            runner=self.identity,
         )
 
     def _log_unsubmitted(
