@@ -34,11 +34,22 @@ def _serve(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=1, help="processes (state is shared through the database)")
     p.add_argument("--threads", type=int, default=16, help="threads per process")
     args = p.parse_args(argv)
-    from router.api.app import create_app
+    from router.api.app import catalog_store, create_app
+    from router.backends.simulated import start_missing_simulators
     from router.serve import serve
 
     settings = Settings()
-    serve(args.host, args.port, args.workers, args.threads, lambda: create_app(settings))
+    # The simulators run in the gunicorn master, shared by every worker; the app itself is built
+    # in each worker after the fork (database pools and threads do not survive a fork).
+    catalogs = catalog_store(settings, None)
+    simulated = start_missing_simulators(catalogs)
+    serve(
+        args.host,
+        args.port,
+        args.workers,
+        args.threads,
+        lambda: create_app(settings, catalog=catalogs, simulated=simulated),
+    )
     return 0
 
 

@@ -39,6 +39,6 @@ def serve(host: str, port: int, workers: int, threads: int, app_factory: Any) ->
             "timeout": 0,  # /select-and-run holds a request for up to the batch deadline
             "graceful_timeout": 30,
             "accesslog": "-",
-            "preload_app": True,
+            "preload_app": False,  # the app is built in each worker: pools and threads do not survive fork
         },
     ).run()

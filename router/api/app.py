@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from router.api.errors import register_error_handlers
 from router.api.metrics import RouterMetrics
 from router.api.services import Services
 from router.backends.live import LiveBackendState
+from router.backends.simulated import start_missing_simulators
 from router.backends.state import BackendStateProvider, effective_backends
 from router.backends.support import support_checker
 from router.catalog.schema import Backend, Catalog
@@ -39,18 +39,20 @@ def create_app(
     clock: Clock | None = None,
     client_for: Callable[[Backend], ComfyUIClient] | None = None,
     start_simulators: bool = True,
+    simulated: list[str] | None = None,
     **extra: Any,
 ) -> Flask:
     """Services not given are built from `settings`: the catalog file, DATABASE_URL, and live
     ComfyUI backends (the built-in simulator for catalog backends without a URL)."""
     settings = settings or Settings()
-    catalogs = _catalog_store(settings, catalog)
+    catalogs = catalog_store(settings, catalog)
     clock = clock or SystemClock()
     if database is None:
         database = Database(settings.database_url)
         if settings.migrate_on_start:
             database.migrate()
-    simulated = _start_simulators(catalogs) if start_simulators and backend_state is None else []
+    if simulated is None:
+        simulated = start_missing_simulators(catalogs) if start_simulators and backend_state is None else []
     clients = client_for or _client_pool()
     templates = TemplateRegistry()
     runner = None
@@ -102,7 +104,7 @@ def _reattach(runner: JobRunner) -> None:
         log.exception("re-attaching to prompts left running failed")
 
 
-def _catalog_store(settings: Settings, catalog: Catalog | CatalogStore | None) -> CatalogStore:
+def catalog_store(settings: Settings, catalog: Catalog | CatalogStore | None) -> CatalogStore:
     if isinstance(catalog, CatalogStore):
         return catalog
     store = CatalogStore(catalog) if catalog is not None else CatalogStore.from_file(settings.config_path)
@@ -126,34 +128,3 @@ def _client_pool() -> Callable[[Backend], ComfyUIClient]:
         return client
 
     return client_for
-
-
-def _start_simulators(catalogs: CatalogStore) -> list[str]:
-    """Catalog backends without a URL are served by the built-in ComfyUI simulator (make run)."""
-    catalog = catalogs.current
-    missing = [b for b in catalog.backends if b.url is None]
-    if not catalog.backends:
-        missing = [
-            Backend(id="simulator", gpu_name="NVIDIA A100 80GB PCIe", vram_mb=81920, usd_per_hour=1.19)
-        ]
-        catalog = catalog.model_copy(update={"backends": tuple(missing)})
-    if not missing:
-        return []
-    from router.simulator import start_simulator
-
-    backends = []
-    for b in catalog.backends:
-        if b.url is not None:
-            backends.append(b)
-            continue
-        handle = start_simulator(catalog, gpu=b.id, port=0)
-        atexit.register(handle.stop)
-        backends.append(b.model_copy(update={"url": handle.url}))
-        log.warning(
-            "backend %s has no ComfyUI URL: serving it with the built-in ComfyUI SIMULATOR at %s "
-            "(set COMFYUI_URL or the catalog's backend url to use a real ComfyUI)",
-            b.id,
-            handle.url,
-        )
-    catalogs.replace(catalog.model_copy(update={"backends": tuple(backends)}))
-    return [b.id for b in missing]

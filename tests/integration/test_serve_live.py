@@ -1,4 +1,4 @@
-"""`comfy-router serve` as `make run` starts it: gunicorn on loopback, SQLite, no other set-up."""
+"""`comfy-router serve` as `make run` starts it: gunicorn on loopback, SQLite, the built-in simulator."""
 
 from __future__ import annotations
 
@@ -43,6 +43,19 @@ def test_serve_answers_select_over_http_with_sqlite(tmp_path: Path) -> None:
         assert (
             tmp_path / "comfy_router.db"
         ).exists()  # the embedded default: SQLite in the working directory
+        backends = requests.get(f"{base}/backends", timeout=10).json()
+        assert backends["simulated"] == ["a100", "rtx4090"]
+        assert all(b["simulated"] and b["healthy"] for b in backends["backends"])
+        run = requests.post(
+            f"{base}/select-and-run",
+            json={"purpose": "portrait", "urgency": "realtime", "prompt": "a chef", "width": 512, "height": 512},
+            timeout=60,
+        )
+        assert run.status_code == 200, run.text
+        job = run.json()
+        assert job["status"] == "succeeded" and job["deadline_met"] is True
+        image = requests.get(base + job["outputs"][0]["url"], timeout=10)
+        assert image.content[:4] == b"\x89PNG"
         bad = requests.post(
             f"{base}/select", data="nope", headers={"Content-Type": "application/json"}, timeout=10
         )
