@@ -87,6 +87,7 @@ def create_app(
         metrics=metrics,
     )
     metrics.instrument(app)
+    app.before_request(catalogs.maybe_reload)
     describe = getattr(backend_state, "describe", None)
     if describe is not None:
         metrics.add_backend_collector(lambda: describe(catalogs.current))
@@ -108,11 +109,9 @@ def catalog_store(settings: Settings, catalog: Catalog | CatalogStore | None) ->
     if isinstance(catalog, CatalogStore):
         return catalog
     store = CatalogStore(catalog) if catalog is not None else CatalogStore.from_file(settings.config_path)
-    if settings.comfyui_url:
-        current = store.current
-        store.replace(
-            current.model_copy(update={"backends": effective_backends(current, settings.comfyui_url)})
-        )
+    url = settings.comfyui_url
+    if url:
+        store.add_transform(lambda c: c.model_copy(update={"backends": effective_backends(c, url)}))
     return store
 
 

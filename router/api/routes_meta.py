@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from router.api.errors import ApiError
 from router.api.openapi import openapi_document
 from router.api.services import services
 
@@ -46,3 +47,18 @@ def models() -> Response:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document())
+
+
+@bp.post("/admin/reload")
+def admin_reload() -> tuple[Response, int]:
+    """Re-read the catalog now. An invalid file keeps the last good catalog serving (422 says why)."""
+    store = services().catalogs
+    error = store.reload()
+    if error is not None:
+        raise ApiError(
+            422,
+            "catalog_invalid",
+            f"{error.path} is invalid; still serving the last good catalog",
+            [{"json_path": p.json_path, "message": p.message} for p in error.problems],
+        )
+    return jsonify({"status": "reloaded", "models": len(store.current.models)}), 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 
-from router.catalog.schema import Backend
+from router.catalog.schema import Backend, Catalog
 from router.catalog.store import CatalogStore
 
 log = logging.getLogger(__name__)
@@ -24,19 +24,30 @@ def start_missing_simulators(catalogs: CatalogStore) -> list[str]:
         return []
     from router.simulator import start_simulator
 
-    backends = []
-    for b in catalog.backends:
-        if b.url is not None:
-            backends.append(b)
-            continue
+    urls: dict[str, str] = {}
+    for b in missing:
         handle = start_simulator(catalog, gpu=b.id, port=0)
         atexit.register(handle.stop)
-        backends.append(b.model_copy(update={"url": handle.url}))
+        urls[b.id] = handle.url
         log.warning(
             "backend %s has no ComfyUI URL: serving it with the built-in ComfyUI SIMULATOR at %s "
             "(set COMFYUI_URL or the catalog's backend url to use a real ComfyUI)",
             b.id,
             handle.url,
         )
-    catalogs.replace(catalog.model_copy(update={"backends": tuple(backends)}))
+    implicit = missing if not catalogs.current.backends else []
+
+    def with_simulator_urls(c: Catalog) -> Catalog:
+        # Re-applied on every reload: a reloaded catalog still says url null for these backends.
+        backends = c.backends or tuple(implicit)
+        return c.model_copy(
+            update={
+                "backends": tuple(
+                    b.model_copy(update={"url": urls[b.id]}) if b.url is None and b.id in urls else b
+                    for b in backends
+                )
+            }
+        )
+
+    catalogs.add_transform(with_simulator_urls)
     return [b.id for b in missing]
