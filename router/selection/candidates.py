@@ -18,15 +18,24 @@ def enumerate_candidates(catalog: Catalog, need: Need, views: Sequence[BackendVi
     available = {v.backend.id: est.vram_available_mb(catalog, v) for v in views}
     for model in catalog.models:
         needed = est.vram_needed_mb(catalog, model)
-        tiers = [(t, model.tiers[t]) for t in TIER_ORDER if t in model.tiers]
+        # What a tier renders does not depend on the backend: work it out once per model.
+        tiers = [
+            (
+                t,
+                spec,
+                need.steps if need.steps is not None else spec.steps,
+                need.cfg if need.cfg is not None else spec.cfg,
+                *est.tier_size(spec, need.width, need.height, multiple),
+            )
+            for t in TIER_ORDER
+            if (spec := model.tiers.get(t)) is not None
+        ]
         for view in views:
             backend = view.backend
             tm, speed = est.time_model_and_speed(model, backend)
             queue_s = max(0.0, view.queue_s)
             load_s = 0.0 if view.loaded_model == model.id else model.load_s
-            for tier, spec in tiers:
-                steps = need.steps if need.steps is not None else spec.steps
-                width, height = est.tier_size(spec, need.width, need.height, multiple)
+            for tier, spec, steps, cfg, width, height in tiers:
                 run_s = est.run_seconds(tm, steps, width, height, need.batch_size, speed)
                 e = Estimate.of(queue_s, load_s, run_s)
                 yield Candidate(
@@ -35,7 +44,7 @@ def enumerate_candidates(catalog: Catalog, need: Need, views: Sequence[BackendVi
                     spec,
                     view,
                     steps,
-                    need.cfg if need.cfg is not None else spec.cfg,
+                    cfg,
                     width,
                     height,
                     e,
