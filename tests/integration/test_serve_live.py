@@ -48,7 +48,13 @@ def test_serve_answers_select_over_http_with_sqlite(tmp_path: Path) -> None:
         assert all(b["simulated"] and b["healthy"] for b in backends["backends"])
         run = requests.post(
             f"{base}/select-and-run",
-            json={"purpose": "portrait", "urgency": "realtime", "prompt": "a chef", "width": 512, "height": 512},
+            json={
+                "purpose": "portrait",
+                "urgency": "realtime",
+                "prompt": "a chef",
+                "width": 512,
+                "height": 512,
+            },
             timeout=60,
         )
         assert run.status_code == 200, run.text
