@@ -11,18 +11,16 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from router.api.body import parse_body, redacted
-from router.api.decision import to_decision
+from router.api.body import parse_body
+from router.api.deciding import decide, raise_if_nothing_chosen, record
 from router.api.errors import ApiError, field_error
-from router.api.resolve import resolve_need
 from router.api.schemas import FeedbackRequest, SelectAndRunRequest
 from router.api.services import Services, services
-from router.db.jobs import new_job_id, record_selection
 from router.db.models import Feedback, Job, ModelUsageLog
 from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts, update_job
 from router.runs.render import missing_request_fields
 from router.runs.runner import JobSpec
-from router.selection import Candidate, select
+from router.selection import Candidate
 from router.workflows.templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
@@ -44,44 +42,24 @@ def select_and_run() -> tuple[Response, int]:
     if key is not None and (existing := job_by_idempotency_key(svc.database, key)) is not None:
         return _existing(svc, existing, req.wait)
     _check_callback(svc, req.callback_url)
-    catalog = svc.catalogs.current
-    need, urgency = resolve_need(req, catalog)
-    selection = select(catalog, need, svc.backend_state.snapshot(catalog), urgency)
-    chosen = selection.chosen
-    svc.metrics.selections.labels(
-        chosen.model.id if chosen else "", chosen.tier if chosen else "", selection.reason_code
-    ).inc()
-    job_id = new_job_id()
-    decision = to_decision(selection, job_id)
+    d = decide(svc, req)
     try:
-        record_selection(
-            svc.database,
-            job_id=job_id,
-            created_at=svc.clock.now(),
-            request=redacted(req),
-            urgency=urgency,
-            decision=decision.model_dump(mode="json", exclude={"candidates"}),
-            selection=selection,
-            status="queued",
-            idempotency_key=key,
-        )
+        record(svc, req, d, status="queued", idempotency_key=key)
     except IntegrityError:
         # Another request (maybe another router process) took this key first: answer its job.
         existing = job_by_idempotency_key(svc.database, key or "")
         if existing is None:
             raise
         return _existing(svc, existing, req.wait)
-    if selection.chosen is None:
-        status = 503 if selection.reason_code == "no_backend_available" else 422
-        raise ApiError(
-            status, selection.reason_code, selection.selection_reason, decision.model_dump(mode="json")
-        )
-    _check_inputs_for(svc, job_id, selection.chosen, req)
+    raise_if_nothing_chosen(d)
+    job_id, need, urgency, chosen = d.job_id, d.need, d.urgency, d.selection.chosen
+    assert chosen is not None  # raise_if_nothing_chosen
+    _check_inputs_for(svc, job_id, chosen, req)
     spec = JobSpec(
         job_id=job_id,
         need=need,
         urgency=urgency,
-        first=selection.chosen,
+        first=chosen,
         inputs=_inputs(req),
         prompt=req.prompt,
         negative_prompt=req.negative_prompt,

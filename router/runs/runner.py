@@ -207,14 +207,7 @@ class JobRunner:
                 self._succeed(spec, rung, result, cost_usd, deadline_at)
                 return
             if result.outcome == "cancelled" or control.cancelled.is_set():
-                self._finish(
-                    spec.job_id,
-                    "cancelled",
-                    urgency=spec.urgency,
-                    error="cancelled by the caller",
-                    cost_usd=cost_usd,
-                )
-                return
+                break
             where = f"{rung.model.id}/{rung.tier} on {rung.view.backend.id}"
             last_error = f"attempt {attempt_no} ({where}): {result.error}"
             rung = result.next_rung or self._reselect(catalog, spec, tried, deadline_at)
