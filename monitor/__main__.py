@@ -65,6 +65,8 @@ def configure_logging(level: str) -> None:
 def run_once(runtime: Runtime) -> int:
     try:
         written = runtime.monitor.tick()
+        if runtime.direct is not None:
+            runtime.direct.run()
     finally:
         runtime.monitor.sampler.close()
         runtime.database.dispose()

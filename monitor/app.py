@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from monitor.cli import MonitorConfig
 from monitor.clock import Clock
 from monitor.comfyui import ComfyProbe, HttpGetter
+from monitor.direct_runs import DirectRunLogger
 from monitor.host import HostReader, PsutilLike
 from monitor.metrics import MonitorMetrics
 from monitor.nvml import NvmlReader
@@ -29,6 +30,7 @@ from router.db.database import Database, normalise_url
 SCHEDULER_JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 5}
 SAMPLE_JOB_ID = "sample"
 RETENTION_JOB_ID = "retention"
+DIRECT_RUNS_JOB_ID = "direct_runs"
 # The first retention run waits a little so a restart loop does not hammer the database.
 RETENTION_FIRST_DELAY = timedelta(minutes=1)
 PG_CONNECT_TIMEOUT_S = 5
@@ -67,6 +69,7 @@ class Runtime:
     retention: RetentionJob
     metrics: MonitorMetrics
     clock: Clock
+    direct: DirectRunLogger | None = None
 
     def close(self) -> None:
         # One last try for what is still buffered; a database that is down stays down, so no loop.
@@ -118,7 +121,17 @@ def build_runtime(
         aggregate_days=config.aggregate_days,
         logger=logger,
     )
-    return Runtime(config, database, Monitor(sampler, writer, metrics), retention, metrics, clock)
+    direct = None
+    if config.direct_runs_every_s > 0 and config.targets:
+        direct = DirectRunLogger(
+            list(config.targets),
+            config.catalog,
+            database.engine,
+            session_factory,
+            logger,
+            config.http_timeout_s,
+        )
+    return Runtime(config, database, Monitor(sampler, writer, metrics), retention, metrics, clock, direct)
 
 
 def schedule_jobs(scheduler: BaseScheduler, runtime: Runtime, *, now: datetime) -> None:
@@ -129,6 +142,14 @@ def schedule_jobs(scheduler: BaseScheduler, runtime: Runtime, *, now: datetime) 
         id=SAMPLE_JOB_ID,
         next_run_time=now,  # the first sample at once, not one interval after start
     )
+    if runtime.direct is not None:
+        scheduler.add_job(
+            runtime.direct.run,
+            "interval",
+            seconds=runtime.config.direct_runs_every_s,
+            id=DIRECT_RUNS_JOB_ID,
+            next_run_time=now,
+        )
     scheduler.add_job(
         runtime.retention.run,
         "interval",

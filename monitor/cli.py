@@ -33,6 +33,8 @@ class MonitorConfig:
     http_timeout_s: float = 2.0
     host: str = "localhost"
     migrate: bool = True
+    catalog: Catalog | None = None  # names models and backend prices of runs that bypassed the router
+    direct_runs_every_s: float = 30.0  # 0: do not scan backends' /history for direct runs
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -67,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="aggregate and delete old rows once, then exit (the long-running monitor does it daily)",
     )
     p.add_argument("--database-url", help="SQLAlchemy URL (default: DATABASE_URL)")
+    p.add_argument(
+        "--direct-runs-every-s",
+        type=float,
+        default=30.0,
+        help="how often to log runs that bypassed the router from each backend's /history (0: never)",
+    )
     p.add_argument("--config", type=Path, help="catalog file (default: COMFY_ROUTER_CONFIG)")
     p.add_argument(
         "--backend",
@@ -141,4 +149,6 @@ def build_config(args: argparse.Namespace, settings: Settings, logger: logging.L
         http_timeout_s=args.http_timeout_s,
         host=args.host_name or socket.gethostname(),
         migrate=settings.migrate_on_start,
+        catalog=catalog,
+        direct_runs_every_s=args.direct_runs_every_s,
     )
