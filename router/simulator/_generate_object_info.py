@@ -29,6 +29,7 @@ CORE_CLASSES: tuple[str, ...] = (
     "VAEEncode",
     "VAEEncodeForInpaint",
     "SetLatentNoiseMask",
+    "RepeatLatentBatch",
     "LoadImage",
     "LoadImageMask",
     "ImageScale",

@@ -184,6 +184,11 @@ def _encode(inf: ShapeInference, node_id: str) -> Outputs:
     )
 
 
+def _repeat_latent(inf: ShapeInference, node_id: str) -> Outputs:
+    latent = inf.pixels(node_id, "samples") or _default_pixels("LATENT")
+    return (replace(latent, batch=latent.batch * max(1, _int(inf.inputs(node_id).get("amount"), 1))),)
+
+
 def _sampler(inf: ShapeInference, node_id: str) -> Outputs:
     latent = inf.pixels(node_id, "latent_image") or _default_pixels("LATENT")
     inputs = inf.inputs(node_id)
@@ -212,6 +217,7 @@ _HANDLERS: dict[str, Callable[[ShapeInference, str], Outputs]] = {
     "VAEEncode": _encode,
     "VAEEncodeForInpaint": _encode,
     "SetLatentNoiseMask": _passthrough("samples", "LATENT"),
+    "RepeatLatentBatch": _repeat_latent,
     "KSampler": _sampler,
     "KSamplerAdvanced": _sampler,
     "VAEDecode": _decode,

@@ -319,3 +319,67 @@ def test_a_missing_prompt_is_a_422_before_anything_runs(make_app: Any, pg_db: Da
         job = s.scalars(select(Job)).one()
         assert job.status == "failed"
         assert s.scalar(select(func.count()).select_from(ModelUsageLog)) == 0
+
+
+def test_a_backend_without_the_custom_nodes_is_filtered_out_with_a_reason(
+    pg_db: Database, tmp_path: Any
+) -> None:
+    from router.catalog import load_catalog
+    from tests.conftest import ROOT
+
+    shipped = load_catalog(ROOT / "models_config.json")
+    plain = start_simulator(shipped, gpu="a100", port=0, custom_nodes=False)
+    try:
+        backends = tuple(b.model_copy(update={"url": plain.url}) for b in shipped.backends[:1])
+        cat = shipped.model_copy(update={"backends": backends})
+        app = create_app(Settings(migrate_on_start=False, data_dir=tmp_path), catalog=cat, database=pg_db)
+        img = _png_b64(64, 64)
+        r = app.test_client().post(
+            "/select", json={"purpose": "face-swap", "urgency": "batch", "images": [img], "face_image": img}
+        )
+        assert r.status_code == 422, r.json
+        rejections = [j for c in r.json["error"]["details"]["candidates"] for j in c["rejections"]]
+        unsupported = [j for j in rejections if j["code"] == "workflow_unsupported"]
+        assert unsupported and "ReActorFaceSwap" in unsupported[0]["message"]
+    finally:
+        plain.stop()
+
+
+def _png_b64(width: int, height: int) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_img2img_uploads_the_input_image_and_runs(pg_db: Database, tmp_path: Any) -> None:
+    from router.catalog import load_catalog
+    from router.simulator.testing import fast_catalog
+    from tests.conftest import ROOT
+
+    fast = fast_catalog(load_catalog(ROOT / "models_config.json"))
+    sim = start_simulator(fast, gpu="a100", port=0)
+    try:
+        backends = tuple(b.model_copy(update={"url": sim.url}) for b in fast.backends[:1])
+        cat = fast.model_copy(update={"backends": backends})
+        app = create_app(Settings(migrate_on_start=False, data_dir=tmp_path), catalog=cat, database=pg_db)
+        job = (
+            app.test_client()
+            .post(
+                "/select-and-run",
+                json={
+                    "purpose": "img2img",
+                    "urgency": "batch",
+                    "prompt": "as a watercolour",
+                    "images": [_png_b64(512, 512)],
+                    "width": 512,
+                    "height": 512,
+                },
+            )
+            .json
+        )
+        assert job["status"] == "succeeded", job
+        assert job["model"] in {"flux1-dev-fp16", "flux1-dev-fp8", "sdxl-base", "sd15"}
+        state = sim.state()
+        assert state["queue"]["running"] is None
+    finally:
+        sim.stop()
