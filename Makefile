@@ -21,6 +21,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-postgres.sh
+	scripts/install-n8n.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
