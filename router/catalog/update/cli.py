@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rating-weight", type=float, default=20.0, help="pseudo-votes of the catalog's quality (20)"
     )
+    p.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="with --comfyui-url: time each enabled model at a few step counts there and fit its times",
+    )
+    p.add_argument("--benchmark-steps", default="4,8,16", help="step counts to time (4,8,16)")
+    p.add_argument("--benchmark-runs", type=int, default=2, help="timed runs per step count (2)")
+    p.add_argument(
+        "--backend-id", help="catalog backend the benchmark measures (default: the one at the URL)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     p.add_argument("--no-backup", action="store_true", help="do not keep the previous file as <name>.bak")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -105,7 +115,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     doc: dict[str, Any] = json.loads(text)
     changes = Changes()
 
-    if args.models_dir is not None or args.comfyui_url:
+    if args.models_dir is not None or (args.comfyui_url and not args.benchmark):
         inventory = collect_inventory(args.models_dir, args.comfyui_url)
         for problem in inventory.problems:
             log.warning("%s", problem)
@@ -118,6 +128,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         doc = calibrate_document(
             doc, observations, changes, min_samples=args.min_samples, rating_weight=args.rating_weight
         )
+
+    if args.benchmark:
+        doc = _benchmark(args, text, path, doc, changes)
 
     new_text = dump(doc, read_layout(text))
     if new_text == text:
@@ -142,6 +155,33 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_CHANGED
 
 
+def _benchmark(
+    args: argparse.Namespace, text: str, path: Path, doc: dict[str, Any], changes: Changes
+) -> dict[str, Any]:
+    from router.catalog.update.benchmark import benchmark
+    from router.catalog.update.calibrate import Observations, calibrate_document
+    from router.comfyui import ComfyUIClient
+
+    catalog = parse_catalog(text, path)
+    url = str(args.comfyui_url).rstrip("/")
+    backend_id = args.backend_id or next(
+        (b.id for b in catalog.backends if b.url is not None and str(b.url).rstrip("/") == url), "comfyui"
+    )
+    try:
+        steps = [int(x) for x in str(args.benchmark_steps).split(",") if x.strip()]
+    except ValueError as exc:
+        raise UpdateError(f"--benchmark-steps must be integers separated by commas: {exc}") from exc
+    if len(set(steps)) < 2 or min(steps) < 1:
+        raise UpdateError("--benchmark-steps needs at least two different positive step counts")
+    rows = benchmark(catalog, ComfyUIClient(url), backend_id, steps=steps, runs=max(1, args.benchmark_runs))
+    if not rows:
+        raise UpdateError(f"no benchmark run succeeded on {url}")
+    per_model = min(len(steps) * max(1, args.benchmark_runs), args.min_samples)
+    return calibrate_document(
+        doc, Observations(runs=rows), changes, min_samples=per_model, rating_weight=args.rating_weight
+    )
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -149,6 +189,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )
     if args.models_dir is None and not args.comfyui_url and not args.calibrate:
         print("error: give --models-dir, --comfyui-url and/or --calibrate", file=sys.stderr)
+        return EXIT_ERROR
+    if args.benchmark and not args.comfyui_url:
+        print("error: --benchmark needs --comfyui-url (the backend to time)", file=sys.stderr)
         return EXIT_ERROR
     if args.min_samples < 1 or args.rating_weight < 0:
         print("error: --min-samples must be >= 1 and --rating-weight >= 0", file=sys.stderr)
