@@ -45,10 +45,15 @@ from router.bench._support import (
 WORKERS = 2
 THREADS = 2
 CONNECTIONS = 8
+WARMUP_S = 1
 # The bench's own goals (none was set for this section): a floor that one router process pair
 # should clear with ease on 2 shared cores with the load generator on the same machine.
 GOAL_RPS = 100.0
 GOAL_P99_MS = 100.0
+GOAL_TEXT = (
+    f"rps >= {GOAL_RPS:g}, p99 <= {GOAL_P99_MS:g} ms, 0 errors, every decision recorded"
+    " (the bench's own floor)"
+)
 SELECT_BODY = {
     "purpose": "portrait",
     "urgency": "realtime",
@@ -214,30 +219,36 @@ def run(quick: bool = False) -> dict[str, Any]:
         DATABASE_URL=f"sqlite:///{db_path}",
         COMFY_ROUTER_CONFIG=str(ROOT / "models_config.json"),
         COMFY_ROUTER_DATA_DIR=str(workdir / "data"),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     argv = [sys.executable, "-m", "router", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(WORKERS), "--threads", str(THREADS)]
     with Child(argv, log_path=workdir / "router.log", env=env, cwd=workdir) as router:
         router.wait_http(f"{url}/healthz", timeout_s=90)
-        probe = requests.post(f"{url}/select", json=SELECT_BODY, timeout=30)
+        t0 = time.monotonic()
+        probe = requests.post(f"{url}/select", json=SELECT_BODY, timeout=90)
+        first_select_s = round(time.monotonic() - t0, 3)
+        if first_select_s > 5:  # a slow first request after start is worth seeing (it has happened)
+            print(f"  WARNING: the first /select took {first_select_s} s", flush=True)
         if probe.status_code != 200:
             raise RuntimeError(f"/select answered {probe.status_code}: {probe.text[:500]}")
         chosen = probe.json()
-        jobs_before = jobs_recorded(db_path) or 0
 
-        def load(method: str, path: str, payload: str) -> dict[str, Any]:
+        def load(method: str, path: str, payload: str, seconds: int = duration_s) -> dict[str, Any]:
             if wrk:
-                return run_wrk(wrk, url + path, method, payload, duration_s, workdir)
-            return run_python_load(port, method, path, payload, duration_s)
+                return run_wrk(wrk, url + path, method, payload, seconds, workdir)
+            return run_python_load(port, method, path, payload, seconds)
 
+        load("POST", "/select", body, WARMUP_S)  # every worker booted and warm; not counted
         reference = load("GET", "/healthz", "")
+        jobs_before = jobs_recorded(db_path) or 0
         cpu0 = process_tree_cpu_s(router.pid)
         result = load("POST", "/select", body)
         cpu_s = process_tree_cpu_s(router.pid) - cpu0
         jobs_after = jobs_recorded(db_path)
     shutil.rmtree(workdir, ignore_errors=True)
     recorded = None if jobs_after is None else jobs_after - jobs_before
+    # /select answers even when its INSERT fails (logged, job_id null): count what was not written.
+    unrecorded = None if recorded is None else max(0, result["requests"] - recorded)
     rps_ok = result["rps"] >= GOAL_RPS
     p99_ok = result["p99_ms"] <= GOAL_P99_MS
     errors_ok = result["errors"] == 0
@@ -252,6 +263,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "connections": CONNECTIONS,
             "duration_s": duration_s,
             "body": SELECT_BODY,
+            "first_select_s": first_select_s,
             "chosen": f"{chosen.get('model')}/{chosen.get('tier')} on {chosen.get('backend')}",
         },
         "select": result,
@@ -264,14 +276,22 @@ def run(quick: bool = False) -> dict[str, Any]:
         else None,
         "router_cpu_ms_per_request": cpu_ms_per_req,
         "jobs_rows_written": recorded,
-        "goal": f"rps >= {GOAL_RPS:g}, p99 <= {GOAL_P99_MS:g} ms, 0 errors (the bench's own floor)",
-        "goal_met": rps_ok and p99_ok and errors_ok,
+        "decisions_not_recorded": unrecorded,
+        "goal": GOAL_TEXT,
+        "goal_met": rps_ok and p99_ok and errors_ok and unrecorded == 0,
     }
     out["figures"] = [
         figure("requests/s", result["rps"], "req/s", f">= {GOAL_RPS:g}", rps_ok),
         figure("p50 latency", result["p50_ms"], "ms"),
         figure("p99 latency", result["p99_ms"], "ms", f"<= {GOAL_P99_MS:g}", p99_ok),
         figure("errors", result["errors"], f"of {result['requests']}", "= 0", errors_ok),
+        figure(
+            "decisions not recorded (jobs rows)",
+            unrecorded,
+            f"of {result['requests']}",
+            "= 0",
+            unrecorded == 0,
+        ),
         figure("router CPU per request", cpu_ms_per_req, "ms"),
         figure("rps /select vs /healthz (same run)", out["ratio_select_to_healthz_rps"], "x"),
         figure("p50 /select vs /healthz (same run)", out["ratio_select_to_healthz_p50"], "x"),
@@ -289,7 +309,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     print(
         f"  same-run ratios /select:/healthz  rps x{out['ratio_select_to_healthz_rps']}"
         f"  p50 x{out['ratio_select_to_healthz_p50']};  router CPU {cpu_ms_per_req} ms/request;"
-        f"  jobs rows written {recorded}"
+        f"  jobs rows written {recorded} (not recorded: {unrecorded})"
     )
     print(f"  goal {out['goal']}: {verdict(out['goal_met'])}")
     return out

@@ -69,55 +69,57 @@ def run(quick: bool = False) -> dict[str, Any]:
         raise RuntimeError("gcc is needed to build the fake libnvidia-ml.so.1")
     workdir = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     lib_dir = fake_nvml.build(workdir / "fake-nvml")
-    db_path = workdir / "monitor.db"
+    fake_env = fake_nvml.env_with(lib_dir, gpu_count=GPUS)
+    env = child_env(**{k: v for k, v in fake_env.items() if k.startswith(("LD_", "FAKE_NVML_"))})
     catalog = load_catalog(ROOT / "models_config.json")
     sims = [start_simulator(catalog, gpu=b, port=0) for b in BACKENDS]
     try:
-        env = child_env(
-            **{
-                k: v
-                for k, v in fake_nvml.env_with(lib_dir, gpu_count=GPUS).items()
-                if k.startswith(("LD_", "FAKE_NVML_"))
-            }
-        )
-        argv = [
-            sys.executable,
-            "-m",
-            "monitor",
-            "--interval-s",
-            "1",
-            "--database-url",
-            f"sqlite:///{db_path}",
-        ]
+        argv = [sys.executable, "-m", "monitor", "--interval-s", "1"]
+        argv += ["--database-url", f"sqlite:///{workdir / 'monitor.db'}"]
         for backend, sim in zip(BACKENDS, sims, strict=True):
             argv += ["--backend", f"{backend}={sim.url}"]
-        with Child(argv, log_path=workdir / "monitor.log", env=env, cwd=workdir) as mon:
-            proc = psutil.Process(mon.pid)
-            t_start = time.monotonic()
-            if not wait_until(lambda: db_stats(db_path)[0] >= ROWS_PER_SAMPLE or not mon.alive(), 60, 0.02):
-                raise RuntimeError(f"no first sample within 60 s:\n{mon.log_tail()}")
-            if not mon.alive():
-                raise RuntimeError(f"the monitor exited:\n{mon.log_tail()}")
-            base_cpu, base_wall = cpu_s(proc), time.monotonic()
-            startup_wall = base_wall - t_start
-            _, base_samples, _ = db_stats(db_path)
-            deadline = base_wall + duration_s
-            while time.monotonic() < deadline and mon.alive():
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-            end_cpu, end_wall = cpu_s(proc), time.monotonic()
-            rss_mb = proc.memory_info().rss / 2**20
-            alive = mon.alive()
-            log_tail = mon.log_tail(2000)
-        rows, samples, _ = db_stats(db_path)
+        m = measure(argv, env, workdir, duration_s)
     finally:
         for sim in sims:
             sim.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-    if not alive:
-        raise RuntimeError(f"the monitor died during the measurement:\n{log_tail}")
-    wall = end_wall - base_wall
-    used = end_cpu - base_cpu
-    window_samples = max(0, samples - base_samples)
+    return summarise(m)
+
+
+def measure(argv: list[str], env: dict[str, str], workdir: Path, duration_s: float) -> dict[str, Any]:
+    """Start the monitor, take the baseline at its first sample, read its CPU duration_s later."""
+    db_path = workdir / "monitor.db"
+    with Child(argv, log_path=workdir / "monitor.log", env=env, cwd=workdir) as mon:
+        proc = psutil.Process(mon.pid)
+        t_start = time.monotonic()
+        if not wait_until(lambda: db_stats(db_path)[0] >= ROWS_PER_SAMPLE or not mon.alive(), 60, 0.02):
+            raise RuntimeError(f"no first sample within 60 s:\n{mon.log_tail()}")
+        if not mon.alive():
+            raise RuntimeError(f"the monitor exited:\n{mon.log_tail()}")
+        base_cpu, base_wall = cpu_s(proc), time.monotonic()
+        _, base_samples, _ = db_stats(db_path)
+        deadline = base_wall + duration_s
+        while time.monotonic() < deadline and mon.alive():
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if not mon.alive():
+            raise RuntimeError(f"the monitor died during the measurement:\n{mon.log_tail()}")
+        end_cpu, end_wall = cpu_s(proc), time.monotonic()
+        _, end_samples, _ = db_stats(db_path)
+        rss_mb = proc.memory_info().rss / 2**20
+    return {
+        "base_cpu": base_cpu,
+        "startup_wall": base_wall - t_start,
+        "wall": end_wall - base_wall,
+        "used": end_cpu - base_cpu,
+        "window_samples": max(0, end_samples - base_samples),
+        "rows": db_stats(db_path)[0],
+        "rss_mb": rss_mb,
+    }
+
+
+def summarise(m: dict[str, Any]) -> dict[str, Any]:
+    base_cpu, startup_wall, rows, rss_mb = m["base_cpu"], m["startup_wall"], m["rows"], m["rss_mb"]
+    wall, used, window_samples = m["wall"], m["used"], m["window_samples"]
     pct = round(100.0 * used / wall, 3)
     per_sample_ms = round(1000.0 * used / window_samples, 2) if window_samples else None
     met = pct <= GOAL_CPU_PCT

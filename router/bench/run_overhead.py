@@ -132,7 +132,9 @@ class Pairs:
         self.router_url = router_url
         self.session = requests.Session()
         self.client = ComfyUIClient(sim_url, timeout_s=10.0)
-        r = self.session.post(f"{router_url}/select", json=REQUEST, timeout=30)
+        t0 = time.monotonic()
+        r = self.session.post(f"{router_url}/select", json=REQUEST, timeout=90)
+        self.first_select_s = round(time.monotonic() - t0, 3)
         if r.status_code != 200:
             raise RuntimeError(f"/select answered {r.status_code}: {r.text[:500]}")
         self.decision: dict[str, Any] = r.json()
@@ -247,6 +249,7 @@ def summarise(runs: Pairs, pairs: int, same_graph: bool) -> dict[str, Any]:
             "request": REQUEST,
             "chosen": chosen,
             "same_graph_as_router": same_graph,
+            "first_select_s": runs.first_select_s,
             "pairs": pairs,
             "warmup_pairs": WARMUP_PAIRS,
             "order": "interleaved: A,B then B,A alternately",
