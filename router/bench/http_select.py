@@ -23,7 +23,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from router.bench._support import (
     figure,
     free_port,
     percentile,
+    scratch_dir,
     verdict,
 )
 
@@ -207,8 +207,12 @@ def jobs_recorded(db_path: Path) -> int | None:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    with scratch_dir("bench-http-select-") as workdir:
+        return run_in(workdir, quick)
+
+
+def run_in(workdir: Path, quick: bool) -> dict[str, Any]:
     duration_s = 3 if quick else 10
-    workdir = Path(tempfile.mkdtemp(prefix="bench-http-select-"))
     db_path = workdir / "router.db"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -245,7 +249,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         result = load("POST", "/select", body)
         cpu_s = process_tree_cpu_s(router.pid) - cpu0
         jobs_after = jobs_recorded(db_path)
-    shutil.rmtree(workdir, ignore_errors=True)
     recorded = None if jobs_after is None else jobs_after - jobs_before
     # /select answers even when its INSERT fails (logged, job_id null): count what was not written.
     unrecorded = None if recorded is None else max(0, result["requests"] - recorded)

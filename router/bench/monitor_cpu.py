@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from router.bench._support import (
     child_env,
     figure,
     import_test_support,
+    scratch_dir,
     verdict,
     wait_until,
 )
@@ -61,13 +60,17 @@ def cpu_s(proc: psutil.Process) -> float:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    with scratch_dir("bench-monitor-") as workdir:
+        return run_in(workdir, quick)
+
+
+def run_in(workdir: Path, quick: bool) -> dict[str, Any]:
     duration_s = 10.0 if quick else 30.0
     import_test_support()
     from tests.support import fake_nvml
 
     if fake_nvml.gcc() is None:
         raise RuntimeError("gcc is needed to build the fake libnvidia-ml.so.1")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     lib_dir = fake_nvml.build(workdir / "fake-nvml")
     fake_env = fake_nvml.env_with(lib_dir, gpu_count=GPUS)
     env = child_env(**{k: v for k, v in fake_env.items() if k.startswith(("LD_", "FAKE_NVML_"))})
@@ -82,7 +85,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:
         for sim in sims:
             sim.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
     return summarise(m)
 
 

@@ -20,17 +20,25 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from router.bench._support import ROOT, Child, child_env, figure, free_port, ms, percentile, verdict
+from router.bench._support import (
+    ROOT,
+    Child,
+    child_env,
+    figure,
+    free_port,
+    ms,
+    percentile,
+    scratch_dir,
+    verdict,
+)
 from router.catalog import Catalog, load_catalog
 from router.comfyui import ComfyUIClient, Succeeded
 from router.simulator.testing import fast_catalog
@@ -195,8 +203,12 @@ class Pairs:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    with scratch_dir("bench-run-overhead-") as workdir:
+        return run_in(workdir, quick)
+
+
+def run_in(workdir: Path, quick: bool) -> dict[str, Any]:
     pairs = 50 if quick else 200
-    workdir = Path(tempfile.mkdtemp(prefix="bench-run-overhead-"))
     sim_port, router_port = free_port(), free_port()
     sim_url, router_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{router_port}"
     sim_catalog, router_catalog = write_catalogs(workdir, sim_url)
@@ -221,7 +233,6 @@ def run(quick: bool = False) -> dict[str, Any]:
             runs.measure(pairs)
         finally:
             runs.close()
-    shutil.rmtree(workdir, ignore_errors=True)
     if not runs.direct or not runs.routed:
         raise RuntimeError(f"no successful runs: {runs.failures[:5]}")
     return summarise(runs, pairs, same_graph)
