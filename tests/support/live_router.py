@@ -11,6 +11,7 @@ log file (`router.log` in the work dir), quoted in the error when the router doe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,6 +79,7 @@ class LiveRouter:
                 env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its gunicorn workers can be stopped with it as one group
             )
         finally:
             log.close()
@@ -107,16 +109,21 @@ class LiveRouter:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout_s: float = 20.0) -> int | None:
+    def stop(self, timeout_s: float = 40.0) -> int | None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(timeout=10)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        # A worker stuck in a request can outlive its master: end what is left of the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode
 
     def __enter__(self) -> LiveRouter:
         return self.start()
