@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router.bench import grafana_query, http_select, monitor_cpu, run_overhead, selection
+from router.bench import calibration, grafana_query, http_select, monitor_cpu, run_overhead, selection
 from router.bench.report import markdown
 
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -33,6 +33,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "run_overhead": run_overhead.run,
     "monitor": monitor_cpu.run,
     "grafana_query": grafana_query.run,
+    "calibration": calibration.run,
 }
 
 
