@@ -178,7 +178,10 @@ def _attempt_view(a: ModelUsageLog) -> dict[str, Any]:
 
 
 def _existing(svc: Services, job: Job, wait: bool) -> tuple[Response, int]:
-    """The same Idempotency-Key returns the same job, never a second run."""
+    """The same Idempotency-Key returns the same job, never a second run; a refusal, the same refusal."""
+    if job.status == "failed" and job.model_name is None and job.reason_code:
+        status = 503 if job.reason_code == "no_backend_available" else 422
+        raise ApiError(status, job.reason_code, job.selection_reason or job.reason_code, job.decision)
     control = svc.runner.control(job.id) if svc.runner else None
     if wait and control is not None:
         control.done.wait(timeout=job.deadline_s * 2 + 60)

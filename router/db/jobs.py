@@ -47,6 +47,7 @@ def record_selection(
         degraded=False,
         estimated_cost_usd=chosen.estimated_cost_usd if chosen else None,
         finished_at=None if chosen else created_at,
+        error=None if chosen else selection.selection_reason,
         idempotency_key=idempotency_key,
     )
     with db.session() as s:

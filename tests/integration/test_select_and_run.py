@@ -383,3 +383,16 @@ def test_img2img_uploads_the_input_image_and_runs(pg_db: Database, tmp_path: Any
         assert state["queue"]["running"] is None
     finally:
         sim.stop()
+
+
+def test_the_same_key_after_a_refusal_gets_the_same_refusal(make_app: Any, pg_db: Database) -> None:
+    app, _ = make_app()
+    client = app.test_client()
+    body = {"purpose": "portrait", "prompt": "p", "max_cost_usd": 1e-9}
+    first = client.post("/select-and-run", json=body, headers={"Idempotency-Key": "refused-1"})
+    second = client.post("/select-and-run", json=body, headers={"Idempotency-Key": "refused-1"})
+    assert first.status_code == second.status_code == 422
+    assert first.json["error"]["code"] == second.json["error"]["code"] == "no_feasible_candidate"
+    with pg_db.session() as s:
+        job = s.scalars(select(Job).where(Job.idempotency_key == "refused-1")).one()
+        assert job.status == "failed" and job.error
