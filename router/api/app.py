@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask
 
 from router.api import routes_jobs, routes_meta, routes_select
+from router.api.auth import digests, require_api_key
 from router.api.errors import register_error_handlers
 from router.api.metrics import RouterMetrics
 from router.api.services import Services
@@ -86,6 +87,7 @@ def create_app(
         simulated=simulated,
         metrics=metrics,
     )
+    require_api_key(app, digests(settings.api_keys))
     metrics.instrument(app)
     app.before_request(catalogs.maybe_reload)
     describe = getattr(backend_state, "describe", None)
