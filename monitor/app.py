@@ -23,6 +23,7 @@ from monitor.host import HostReader, PsutilLike
 from monitor.metrics import MonitorMetrics
 from monitor.nvml import NvmlReader
 from monitor.retention import RetentionJob
+from monitor.rollup import ROLLUP_JOB_ID, RollupJob
 from monitor.sampler import Sampler
 from monitor.writer import BufferedWriter
 from router.db.database import Database, normalise_url
@@ -34,6 +35,8 @@ DIRECT_RUNS_JOB_ID = "direct_runs"
 # The first retention run waits a little so a restart loop does not hammer the database.
 RETENTION_FIRST_DELAY = timedelta(minutes=1)
 PG_CONNECT_TIMEOUT_S = 5
+# The rollup job's second of every minute (after the connect timeout of a write at :00 or so).
+ROLLUP_SECOND = 15
 
 
 def with_connect_timeout(url: str, timeout_s: int = PG_CONNECT_TIMEOUT_S) -> str:
@@ -150,6 +153,10 @@ def schedule_jobs(scheduler: BaseScheduler, runtime: Runtime, *, now: datetime) 
             id=DIRECT_RUNS_JOB_ID,
             next_run_time=now,
         )
+    # Rolls up each complete minute a few seconds into the next one, when the last sample of the
+    # minute before has been written.
+    rollup = RollupJob(runtime.database.engine, runtime.clock, logger=logging.getLogger("monitor.rollup"))
+    scheduler.add_job(rollup.run, "cron", second=ROLLUP_SECOND, id=ROLLUP_JOB_ID)
     scheduler.add_job(
         runtime.retention.run,
         "interval",

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -123,10 +135,22 @@ class VramUsageLog(Base):
 
 
 class VramUsageMinute(Base):
-    """1-minute aggregates of vram_usage_log, kept longer than the raw rows (retention)."""
+    """1-minute aggregates of vram_usage_log (monitor/rollup.py, every complete minute), kept longer
+    than the raw rows (retention). One row per minute and series (migration 0003's unique index)."""
 
     __tablename__ = "vram_usage_minute"
-    __table_args__ = (Index("ix_vram_usage_minute_ts", "ts"),)
+    __table_args__ = (
+        Index("ix_vram_usage_minute_ts", "ts"),
+        Index(
+            "ux_vram_usage_minute_series",
+            "ts",
+            "host",
+            "source",
+            text("COALESCE(backend, '')"),
+            text("COALESCE(gpu_uuid, '')"),
+            unique=True,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     ts: Mapped[datetime] = mapped_column(UtcTime)
@@ -146,6 +170,12 @@ class VramUsageMinute(Base):
     cpu_pct: Mapped[float | None] = mapped_column(Float)
     queue_pending: Mapped[float | None] = mapped_column(Float)
     up_share: Mapped[float | None] = mapped_column(Float)
+    # Added by migration 0003 for the dashboards' panels.
+    gpu_index: Mapped[int | None] = mapped_column(Integer)
+    vram_free_mb: Mapped[float | None] = mapped_column(Float)
+    ram_total_mb: Mapped[float | None] = mapped_column(Float)
+    queue_pending_max: Mapped[float | None] = mapped_column(Float)
+    queue_running_max: Mapped[float | None] = mapped_column(Float)
 
 
 class Feedback(Base):

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from monitor.rollup import roll_up
 from router.db.database import Database
 from router.db.models import Job, ModelUsageLog, VramUsageLog
 from tests.support.grafana_sql import (
@@ -54,6 +55,8 @@ VARIABLES = ("backend", "model", "purpose")
 START = datetime(2026, 11, 2, tzinfo=UTC)
 DAY = TimeRange(START, START + timedelta(days=1))
 QUERY_BUDGET_S = 2.0
+# Rolled up to 20:00: the outage (14:00-14:30) is read from the minute rollups, the evening raw.
+ROLLED_UP_UNTIL = START + timedelta(hours=20)
 
 pytestmark = pytest.mark.postgres
 
@@ -224,6 +227,9 @@ def seeded(pg_server: PostgresServer | None) -> Iterator[Seeded]:
     db.migrate()
     began = time.perf_counter()
     counts = seed_day(db.engine, start=START, seed=7)
+    # The monitor's rollup as of ROLLED_UP_UNTIL: the panels read those minutes from
+    # vram_usage_minute and the rest of the day raw, as they would late that evening.
+    roll_up(db.engine, now=ROLLED_UP_UNTIL)
     seed_s = time.perf_counter() - began
     with db.session() as session:
         attempts = list(session.scalars(select(ModelUsageLog)))
@@ -618,3 +624,68 @@ def test_every_panel_query_is_fast(seeded: Seeded) -> None:
     assert not slow, f"panel queries over {QUERY_BUDGET_S}s on one seeded day: {slow}"
     worst = sorted(seeded.timings.items(), key=lambda kv: -kv[1])[:5]
     print(f"\nseed_day: {seeded.seed_s:.2f}s; slowest queries: {[(k, round(v * 1000)) for k, v in worst]} ms")
+
+
+# ------------------------------------------------------------------- rollups and the live minute
+
+
+def _nvml_row(ts: datetime, used_mb: float, gpu_index: int = 0, backend: str = "a100") -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "host": "box",
+        "source": "nvml",
+        "backend": backend,
+        "gpu_index": gpu_index,
+        "gpu_uuid": f"GPU-{gpu_index}",
+        "vram_total_mb": 80000.0,
+        "vram_used_mb": used_mb,
+        "vram_free_mb": 80000.0 - used_mb,
+    }
+
+
+def _panel_rows(
+    conn: psycopg.Connection[Any], title: str, time_range: TimeRange
+) -> tuple[timedelta, list[tuple[Any, ...]]]:
+    target = by_title(GPU, title)
+    dashboard = next(d for d in DASHBOARDS if d.uid == GPU)
+    variables = resolve_variables(dashboard, time_range, lambda sql: conn.execute(sql.encode()).fetchall())
+    interval = panel_interval(time_range, target.panel.get("interval"))
+    sql = render(target.sql, time_range=time_range, interval=interval, variables=variables)
+    return interval, conn.execute(sql.encode()).fetchall()
+
+
+@pytest.mark.postgres
+def test_rolled_up_minutes_and_a_sample_written_seconds_ago_both_show(pg_db: Database) -> None:
+    """Minutes come from vram_usage_minute (their raw rows deleted here, as retention would), the
+    minutes after the newest rolled-up one from vram_usage_log: a sample 3 s old is on the panel."""
+    from sqlalchemy import delete, insert
+
+    from monitor.rollup import minute_table
+    from monitor.rows import usage_log_table
+
+    now = datetime.now(UTC)
+    minute = now.replace(second=0, microsecond=0)
+    log = usage_log_table()
+    old = [_nvml_row(minute - timedelta(minutes=10) + timedelta(seconds=5 * i), 1000.0) for i in range(60)]
+    with pg_db.engine.begin() as conn:
+        conn.execute(insert(log), old)
+    rolled = roll_up(pg_db.engine, now=now)
+    assert rolled.minutes_written == 5 and rolled.until == minute
+    with pg_db.engine.begin() as conn:
+        conn.execute(delete(log))  # only the minutes are left of them
+        # written a few seconds ago, by a GPU seen nowhere else
+        conn.execute(insert(log), [_nvml_row(now - timedelta(seconds=3), 4242.0, gpu_index=7, backend="new")])
+    assert roll_up(pg_db.engine, now=now).minutes_written == 0  # the current minute is never rolled up
+    with pg_db.engine.connect() as conn:
+        assert conn.execute(select(minute_table().c.ts)).scalars().all()  # the rollups are there
+    url = pg_db.engine.url
+    conninfo = f"host={url.host} port={url.port} user={url.username} dbname={url.database}"
+    with psycopg.connect(conninfo, autocommit=True, options="-c TimeZone=America/Sao_Paulo") as conn:
+        # 1-minute buckets and more (minutes, then raw), and 15 s buckets (raw where kept)
+        for span in (timedelta(days=30), timedelta(days=1), timedelta(hours=1)):
+            interval, rows = _panel_rows(conn, "VRAM used per GPU", TimeRange(now - span, now))
+            series = defaultdict(list)
+            for _ts, metric, value in rows:
+                series[metric].append(value)
+            assert series["box GPU7 new"] == [4242.0], (span, interval)
+            assert series["box GPU0 a100"] and set(series["box GPU0 a100"]) == {1000.0}, (span, interval)

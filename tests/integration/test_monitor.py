@@ -163,7 +163,7 @@ def test_retention_aggregates_and_deletes_on_postgres(pg_db: Database) -> None:
     )
     result = job.run()
     assert result is not None
-    assert (result.aggregates_written, result.raw_rows_deleted, result.aggregates_deleted) == (3, 6, 1)
+    assert (result.aggregates_written, result.raw_rows_deleted, result.aggregates_deleted) == (4, 6, 1)
     assert read_minutes(pg_db) == expected_minutes()
     log = usage_log_table()
     with pg_db.engine.connect() as conn:

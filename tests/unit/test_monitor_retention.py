@@ -1,5 +1,5 @@
-"""Retention on SQLite. The data and readers here are reused by the PostgreSQL run in
-tests/integration/test_monitor.py."""
+"""The rolling 1-minute rollup and retention on SQLite. The data, checks and readers here are
+reused by the PostgreSQL runs in tests/integration/test_monitor.py and test_monitor_rollup.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from monitor.retention import RetentionJob, aggregate_and_prune, minute_table
+from monitor.rollup import RollupJob, roll_up
 from monitor.rows import blank_row, usage_log_table
 from router.db.database import Database
 
@@ -76,6 +77,7 @@ def expected_minutes() -> list[dict[str, Any]]:
             "backend": "a100",
             "samples": 2,
             "queue_pending": 4.0,
+            "queue_pending_max": 4.0,
             "up_share": 0.5,
         },
         {
@@ -100,6 +102,15 @@ def expected_minutes() -> list[dict[str, Any]]:
             "samples": 1,
             "ram_used_mb": 1000.0,
             "cpu_pct": 25.0,
+        },
+        # the recent row's minute: rolled up too (it is complete), while the row itself stays raw
+        {
+            **base,
+            "ts": NOW.replace(second=0) - timedelta(days=1),
+            "source": "host",
+            "samples": 1,
+            "ram_used_mb": 2000.0,
+            "cpu_pct": 50.0,
         },
     ]
 
@@ -135,6 +146,7 @@ def test_aggregates_old_rows_deletes_them_and_keeps_recent_ones(db: Database) ->
         conn.execute(insert(usage_log_table()), raw_rows())
         conn.execute(insert(minute_table()), [ancient_minute()])
     result = aggregate_and_prune(db.engine, now=NOW, retention_days=7, aggregate_days=90)
+    assert result.aggregates_written == 4  # nothing rolled up before: retention catches up first
     assert result.raw_rows_deleted == 6
     assert result.aggregates_deleted == 1
     assert read_minutes(db) == expected_minutes()
@@ -168,3 +180,107 @@ def test_minute_table_and_blank_rows_line_up() -> None:
     assert "up_share" in minute_table().c
     assert blank_row(NOW, "h", "host")["ts"] == NOW
     assert NOW.tzinfo is UTC
+
+
+def test_retention_after_the_rollup_only_deletes(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(insert(usage_log_table()), raw_rows())
+        conn.execute(insert(minute_table()), [ancient_minute()])
+    assert roll_up(db.engine, now=NOW).minutes_written == 4
+    result = aggregate_and_prune(db.engine, now=NOW, retention_days=7, aggregate_days=90)
+    assert (result.aggregates_written, result.raw_rows_deleted, result.aggregates_deleted) == (0, 6, 1)
+    assert read_minutes(db) == expected_minutes()
+    assert read_raw_ts(db) == [NOW - timedelta(days=1)]
+
+
+# ------------------------------------------------------------------------------------- the rollup
+
+LIVE = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a minute whose samples are still coming in
+
+
+def live_rows() -> list[dict[str, Any]]:
+    """Two complete minutes and the current one (NOW is 12:00:30)."""
+    return [
+        # 11:58: every reading of the GPU NULL but the memory (nvml answered only in part)
+        _row(LIVE - timedelta(minutes=2, seconds=-5), "nvml", gpu_uuid="GPU-a", vram_used_mb=10.0),
+        _row(LIVE - timedelta(minutes=2, seconds=-35), "nvml", gpu_uuid="GPU-a", vram_used_mb=30.0),
+        # 11:59: one power reading of two (AVG ignores the NULL), up unknown on both
+        _row(LIVE - timedelta(seconds=55), "nvml", gpu_uuid="GPU-a", vram_used_mb=50.0, power_w=100.0),
+        _row(LIVE - timedelta(seconds=5), "nvml", gpu_uuid="GPU-a", vram_used_mb=70.0),
+        # 12:00, the current minute: never rolled up
+        _row(LIVE + timedelta(seconds=5), "nvml", gpu_uuid="GPU-a", vram_used_mb=90.0, power_w=300.0),
+    ]
+
+
+def rolled(db: Database) -> list[tuple[datetime, int, float | None, float | None, float | None]]:
+    return [(m["ts"], m["samples"], m["vram_used_mb"], m["power_w"], m["up_share"]) for m in read_minutes(db)]
+
+
+EXPECTED_ROLLED = [
+    (LIVE - timedelta(minutes=2), 2, 20.0, None, None),
+    (LIVE - timedelta(minutes=1), 2, 60.0, 100.0, None),
+]
+
+
+def check_rollup(db: Database) -> None:
+    """Shared with the PostgreSQL run: complete minutes once, the current one never, NULLs stay NULL."""
+    with db.engine.begin() as conn:
+        conn.execute(insert(usage_log_table()), live_rows())
+    first = roll_up(db.engine, now=NOW)
+    assert (first.since, first.until, first.minutes_written) == (LIVE - timedelta(minutes=2), LIVE, 2)
+    assert rolled(db) == EXPECTED_ROLLED
+    # Running again in the same minute (a restart, two jobs) adds nothing.
+    assert roll_up(db.engine, now=NOW + timedelta(seconds=20)).minutes_written == 0
+    assert rolled(db) == EXPECTED_ROLLED
+    # The next minute: 12:00 is complete now, and only it is added.
+    later = roll_up(db.engine, now=NOW + timedelta(minutes=1))
+    assert (later.since, later.minutes_written) == (LIVE, 1)
+    assert rolled(db) == [*EXPECTED_ROLLED, (LIVE, 1, 90.0, 300.0, None)]
+    # Raw rows are never touched by the rollup.
+    assert len(read_raw_ts(db)) == len(live_rows())
+
+
+def test_rollup_aggregates_complete_minutes_once_and_never_the_current_one(db: Database) -> None:
+    check_rollup(db)
+
+
+def test_rollup_of_an_empty_log_writes_nothing(db: Database) -> None:
+    result = roll_up(db.engine, now=NOW)
+    assert (result.since, result.minutes_written) == (None, 0)
+
+
+def test_rollup_continues_from_the_newest_minute_there(db: Database) -> None:
+    """The watermark is the newest minute in the table: rows before it are not rolled up again."""
+    with db.engine.begin() as conn:
+        conn.execute(insert(minute_table()), [{**ancient_minute(), "ts": LIVE - timedelta(minutes=2)}])
+        conn.execute(insert(usage_log_table()), live_rows())
+    result = roll_up(db.engine, now=NOW)
+    assert (result.since, result.minutes_written) == (LIVE - timedelta(minutes=1), 1)
+    assert [m["ts"] for m in read_minutes(db)] == [LIVE - timedelta(minutes=2), LIVE - timedelta(minutes=1)]
+
+
+def test_a_minute_cannot_be_written_twice(db: Database) -> None:
+    """The unique index (NULL backend and GPU included) backs the watermark up."""
+    from sqlalchemy.exc import IntegrityError
+
+    with db.engine.begin() as conn:
+        conn.execute(insert(minute_table()), [ancient_minute()])
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
+        conn.execute(insert(minute_table()), [ancient_minute()])
+
+
+def test_rollup_job_survives_a_missing_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'empty.db'}")  # never migrated
+
+    class Clock:
+        def now(self) -> datetime:
+            return NOW
+
+        def monotonic(self) -> float:
+            return 0.0
+
+    job = RollupJob(database.engine, Clock(), logger=logging.getLogger("t.rollup"))
+    with caplog.at_level(logging.WARNING, logger="t.rollup"):
+        assert job.run() is None
+    assert "rollup: skipped this run" in caplog.text
+    database.dispose()
