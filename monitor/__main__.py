@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from monitor.app import SCHEDULER_JOB_DEFAULTS, Runtime, build_runtime, schedule_jobs, stop_on_signals
 from monitor.cli import ConfigError, build_config, build_parser
 from monitor.clock import SystemClock
+from monitor.rollup import RollupJob
 from router.settings import Settings
 
 logger = logging.getLogger("monitor")
@@ -67,6 +68,11 @@ def run_once(runtime: Runtime) -> int:
         written = runtime.monitor.tick()
         if runtime.direct is not None:
             runtime.direct.run()
+        if written:
+            # cron and systemd timers run --once: roll up the minutes completed since the last run.
+            RollupJob(
+                runtime.database.engine, runtime.clock, logger=logging.getLogger("monitor.rollup")
+            ).run()
     finally:
         runtime.monitor.sampler.close()
         runtime.database.dispose()
