@@ -11,10 +11,8 @@ log file (`router.log` in the work dir), quoted in the error when the router doe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from typing import Any
 import requests
 
 from tests.support.postgres import free_port
+from tests.support.process_group import ProcessGroup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +34,7 @@ def write_catalog(path: Path, catalog: Mapping[str, Any]) -> Path:
     return path
 
 
-class LiveRouter:
+class LiveRouter(ProcessGroup):
     def __init__(
         self,
         catalog_path: Path,
@@ -103,27 +102,8 @@ class LiveRouter:
             f"the router did not answer /healthz within {self.start_timeout_s:.0f} s:\n{self.log_tail()}"
         )
 
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
     def stop(self, timeout_s: float = 40.0) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        # A worker stuck in a request can outlive its master: end what is left of the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.returncode
+        return super().stop(timeout_s)
 
     def __enter__(self) -> LiveRouter:
         return self.start()

@@ -8,11 +8,9 @@ folder as long as their task brokers use different ports.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +20,7 @@ from typing import Any
 import requests
 
 from tests.support.postgres import free_port
+from tests.support.process_group import ProcessGroup
 
 N8N_VERSION = "2.8.4"
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +96,7 @@ class ExecutionResult:
         return [item["json"] for item in outputs[output]]
 
 
-class N8n:
+class N8n(ProcessGroup):
     def __init__(self, binary: Path, user_folder: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.binary = binary
         self.user_folder = user_folder
@@ -209,24 +208,5 @@ class N8n:
             f"webhook {path} did not answer within {timeout_s:.0f} s ({last}):\n{self.log_tail()}"
         )
 
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        # what is left of the group this n8n started (its task runner), if anything
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.returncode
+        return super().stop(timeout_s)
