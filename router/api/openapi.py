@@ -9,7 +9,14 @@ from openapi_pydantic import OpenAPI
 from openapi_pydantic.util import PydanticSchema, construct_open_api_with_schema_class
 from pydantic import BaseModel
 
-from router.api.schemas import Decision, ErrorOut, FeedbackRequest, SelectAndRunRequest, SelectRequest
+from router.api.schemas import (
+    Decision,
+    ErrorOut,
+    FeedbackRequest,
+    JobOut,
+    SelectAndRunRequest,
+    SelectRequest,
+)
 
 _ERRORS = {
     "400": "Body is not a JSON object",
@@ -51,9 +58,17 @@ def openapi_document() -> dict[str, Any]:
                     )
                 },
                 "/select-and-run": {
-                    "post": _op("Choose, run on ComfyUI, degrade on time misses", SelectAndRunRequest, None)
+                    "post": _op("Choose, run on ComfyUI, degrade on time misses", SelectAndRunRequest, JobOut)
                 },
+                "/jobs/{job_id}": {
+                    "get": {**_op("A job: status, decision, attempts, outputs", None, JobOut)}
+                },
+                "/jobs/{job_id}/cancel": {"post": _op("Stop the job (interrupts ComfyUI too)", None, JobOut)},
+                "/jobs/{job_id}/outputs/{index}": _plain("The output image (image/png)"),
                 "/jobs/{job_id}/feedback": {"post": _op("Rate a job's image (1-5)", FeedbackRequest, None)},
+                "/backends": _plain("Health, cooldown, VRAM, queue, loaded model of each backend"),
+                "/admin/reload": {"post": _op("Re-read the catalog file", None, None)},
+                "/metrics": _plain("Prometheus text format"),
                 "/models": _plain("The catalog: models, purposes, urgencies"),
                 "/healthz": _plain("The process is alive"),
                 "/readyz": _plain("Catalog valid, database reachable, a backend healthy (503 otherwise)"),

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from router.api.body import parse_body
 from router.api.deciding import decide, raise_if_nothing_chosen, record
 from router.api.errors import ApiError, field_error
-from router.api.schemas import FeedbackRequest, SelectAndRunRequest
+from router.api.schemas import FeedbackRequest, JobOut, SelectAndRunRequest
 from router.api.services import Services, services
 from router.db.models import Feedback, Job, ModelUsageLog
 from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts, update_job
@@ -134,7 +134,7 @@ def job_view(svc: Services, job_id: str) -> dict[str, Any]:
     if found is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     job, attempts = found
-    return {
+    view = {
         "id": job.id,
         "status": job.status,
         "created_at": job.created_at.isoformat(),
@@ -156,6 +156,8 @@ def job_view(svc: Services, job_id: str) -> dict[str, Any]:
         "attempts": [_attempt_view(a) for a in attempts],
         "decision": job.decision,
     }
+    # Through the answer model, so the OpenAPI document and the answers cannot drift apart.
+    return JobOut.model_validate(view).model_dump(mode="json", exclude_none=False)
 
 
 def _attempt_view(a: ModelUsageLog) -> dict[str, Any]:

@@ -133,3 +133,54 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    model: str
+    tier: str | None
+    backend: str
+    steps: int | None
+    width: int | None
+    height: int | None
+    started_at: str
+    finished_at: str | None
+    estimated_s: float | None
+    duration_s: float | None
+    outcome: str = Field(
+        description="ok, degraded, timeout, oom, backend_error, invalid, cancelled (running)"
+    )
+    error: str | None
+    cost_usd: float | None
+
+
+class OutputOut(BaseModel):
+    index: int
+    url: str = Field(description="GET it for the PNG bytes")
+    bytes: int
+    base64: str | None = Field(
+        default=None, description='Present when the request asked `"output": "base64"`'
+    )
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "selected"]
+    created_at: str
+    finished_at: str | None
+    purpose: str
+    urgency: str
+    deadline_s: float
+    model: str | None
+    tier: str | None
+    backend: str | None
+    selection_reason: str | None
+    reason_code: str | None
+    degraded: bool
+    deadline_met: bool | None
+    estimated_cost_usd: float | None
+    cost_usd: float | None
+    error: str | None
+    outputs: list[OutputOut]
+    attempts: list[AttemptOut]
+    decision: dict[str, Any] | None = Field(description="The Decision, without its candidate table")
