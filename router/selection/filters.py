@@ -7,10 +7,10 @@ ladder use candidates that pass the hard filters only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from router.catalog.schema import TIER_ORDER, Catalog
-from router.selection.types import Candidate, Need, Rejection
+from router.selection.types import Candidate, Need, Rejection, Verdict
 
 Filter = Callable[[Catalog, Need, Candidate], Rejection | None]
 
@@ -185,28 +185,35 @@ class FilterRun:
             tuple(f for f in level if f not in inert)
             for level in (MODEL_LEVEL, PLACEMENT_LEVEL, TIER_LEVEL, CANDIDATE_LEVEL)
         )
-        self._by_model: dict[str, tuple[Rejection, ...]] = {}
-        self._by_placement: dict[tuple[str, str], tuple[Rejection, ...]] = {}
-        self._by_tier: dict[tuple[str, str], tuple[Rejection, ...]] = {}
 
     def _run(self, filters: tuple[Filter, ...], c: Candidate) -> tuple[Rejection, ...]:
         return tuple(r for f in filters if (r := f(self.catalog, self.need, c)) is not None)
 
-    def rejections(self, c: Candidate) -> tuple[Rejection, ...]:
+    def verdicts(self, cands: Sequence[Candidate]) -> list[Verdict]:
+        """One Verdict per candidate, in order. Verdicts of a wider scope are reused while the
+        candidates share it; enumeration yields model -> backend -> tier, so each model- and
+        placement-level filter runs once per group (any order stays correct, only slower)."""
         model_level, placement_level, tier_level, candidate_level = self._levels
-        model_id = c.model.id
-        found = self._by_model.get(model_id)
-        if found is None:
-            found = self._by_model[model_id] = self._run(model_level, c)
-        if found:
-            return found
-        placement_key = (model_id, c.view.backend.id)
-        placed = self._by_placement.get(placement_key)
-        if placed is None:
-            placed = self._by_placement[placement_key] = self._run(placement_level, c)
-        tier_key = (model_id, c.tier)
-        tiered = self._by_tier.get(tier_key)
-        if tiered is None:
-            tiered = self._by_tier[tier_key] = self._run(tier_level, c)
-        own = tuple(r for f in candidate_level if (r := f(self.catalog, self.need, c)) is not None)
-        return placed + tiered + own if (placed or tiered) else own
+        catalog, need = self.catalog, self.need
+        out: list[Verdict] = []
+        last_model: object = None
+        last_view: object = None
+        by_model: tuple[Rejection, ...] = ()
+        placed: tuple[Rejection, ...] = ()
+        by_tier: dict[str, tuple[Rejection, ...]] = {}
+        for c in cands:
+            if c.model is not last_model:
+                last_model, last_view, by_tier = c.model, None, {}
+                by_model = self._run(model_level, c)
+            if by_model:
+                out.append(Verdict(c, by_model))
+                continue
+            if c.view is not last_view:
+                last_view = c.view
+                placed = self._run(placement_level, c)
+            tiered = by_tier.get(c.tier)
+            if tiered is None:
+                tiered = by_tier[c.tier] = self._run(tier_level, c)
+            own = tuple(r for f in candidate_level if (r := f(catalog, need, c)) is not None)
+            out.append(Verdict(c, placed + tiered + own if (placed or tiered) else own))
+        return out

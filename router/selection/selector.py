@@ -26,8 +26,7 @@ def select(
 ) -> Selection:
     cands = list(enumerate_candidates(catalog, need, views))
     order = {c.key: i for i, c in enumerate(cands)}
-    run = flt.FilterRun(catalog, need)
-    verdicts = [Verdict(c, run.rejections(c)) for c in cands]
+    verdicts = flt.FilterRun(catalog, need).verdicts(cands)
     feasible = [v.candidate for v in verdicts if v.feasible]
     weights = _weights(catalog, urgency)
     scored = {s.candidate.key: s for s in score(need, feasible, weights, catalog.scoring.quality_band)}
