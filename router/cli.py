@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": _simulate,
         "catalog": _catalog,
         "bench": _bench,
+        "report": lambda argv: __import__("router.report.cli", fromlist=["main"]).main(argv),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: comfy-router {" + ",".join(commands) + "} [options]  (each takes --help)")
