@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": _simulate,
         "catalog": _catalog,
         "bench": _bench,
-        "report": lambda argv: __import__("router.report.cli", fromlist=["main"]).main(argv),
+        "report": _report,
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: comfy-router {" + ",".join(commands) + "} [options]  (each takes --help)")
@@ -87,6 +87,12 @@ def _catalog(argv: list[str]) -> int:
         return 1
     print(f"{path}: valid, {len(catalog.models)} models, {len(catalog.backends)} backends")
     return 0
+
+
+def _report(argv: list[str]) -> int:
+    from router.report.cli import main as report_main
+
+    return int(report_main(argv))
 
 
 def _bench(argv: list[str]) -> int:
