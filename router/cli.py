@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: comfy-router {" + ",".join(commands) + "} [options]  (each takes --help)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a dozen "setup plugin" lines on every start
     return commands[argv[0]](argv[1:])
 
 
