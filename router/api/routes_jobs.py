@@ -130,7 +130,8 @@ def backends() -> Response:
 
 
 def job_view(svc: Services, job_id: str) -> dict[str, Any]:
-    found = job_with_attempts(svc.database, job_id)
+    # No job id holds a NUL, and PostgreSQL refuses one in a text parameter: not found, not a 500.
+    found = None if "\x00" in job_id else job_with_attempts(svc.database, job_id)
     if found is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     job, attempts = found
