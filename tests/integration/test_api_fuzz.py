@@ -4,6 +4,8 @@ One app per module, on a real PostgreSQL database, with the shipped catalog (tin
 backends that are ComfyUI simulators on loopback, so `/select-and-run` takes the real path.
 Generation is derandomised (a fixed seed) and bounded: a fixed number of cases per operation
 and mode, a deadline per case, no shrinking (failures are collected, not minimised).
+No 5xx is excused: with a runner the by-design 503 `no_runner` cannot occur, and the simulators
+stay up, so a 503 `no_backend_available` would be a finding too.
 """
 
 from __future__ import annotations
@@ -127,28 +129,34 @@ IDEMPOTENCY_KEYS = st.one_of(
 )
 
 
-def catalog_choices(catalog: Catalog) -> st.SearchStrategy[dict[str, str] | None]:
-    """Purpose and urgency that the catalog knows, for half the bodies of /select and /select-and-run.
+def catalog_choices(catalog: Catalog) -> st.SearchStrategy[dict[str, Any] | None]:
+    """Fields the catalog accepts, merged into two thirds of the bodies of /select and /select-and-run.
 
-    The document allows any string there (the catalog decides), so without them nearly every
-    positive case would be a 422 and the deciding and running paths would never be reached.
+    The document allows any purpose or urgency string (the catalog decides), so without them nearly
+    every positive case would be a 422 and the deciding and running paths would seldom be reached.
+    One third keeps the generated body, one third gets a known purpose and urgency, one third a
+    plain text-to-image request (generated prompt, size, seed, wait) that can run on the simulators.
     """
-    return st.one_of(
-        st.none(),
-        st.fixed_dictionaries(
-            {
-                "purpose": st.sampled_from(catalog.purposes()),
-                "urgency": st.sampled_from(sorted(catalog.urgencies)),
-            }
-        ),
+    purpose = st.sampled_from(catalog.purposes())
+    urgency = st.sampled_from(sorted(catalog.urgencies))
+    plain = st.fixed_dictionaries(
+        {
+            "purpose": st.sampled_from(["portrait", "text-to-image", "illustration", "product"]),
+            "urgency": urgency,
+            "prompt": st.text(min_size=1, max_size=200).filter(lambda t: "\x00" not in t),
+            "width": st.sampled_from([512, 768, 1024]),
+            "height": st.sampled_from([512, 768, 1024]),
+        },
+        optional={"seed": st.integers(min_value=0, max_value=2**32), "wait": st.booleans()},
     )
+    return st.one_of(st.none(), st.fixed_dictionaries({"purpose": purpose, "urgency": urgency}), plain)
 
 
 def fuzz_operation(
     operation: Any,
     mode: GenerationMode,
     job_ids: list[str],
-    known: st.SearchStrategy[dict[str, str] | None],
+    known: st.SearchStrategy[dict[str, Any] | None],
     failures: list[str],
     statuses: Counter[str],
 ) -> int:
@@ -180,12 +188,12 @@ def fuzz_operation(
         override=overrides,
     )
     def run(
-        case: Any, path: dict[str, str], idempotency_key: str | None, override: dict[str, str] | None
+        case: Any, path: dict[str, str], idempotency_key: str | None, override: dict[str, Any] | None
     ) -> None:
         nonlocal ran
         ran += 1
-        if override is not None and isinstance(case.body, dict):
-            case.body = {**case.body, **override}
+        if override is not None and (isinstance(case.body, dict) or "prompt" in override):
+            case.body = {**case.body, **override} if "prompt" not in override else override
         case.path_parameters = {**case.path_parameters, **{k: quote(v, safe="") for k, v in path.items()}}
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
         response = case.call(headers=headers)
