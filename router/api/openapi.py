@@ -46,6 +46,41 @@ def _plain(summary: str) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}}
 
 
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key returns the same job (or the same refusal), never a second run.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _with(params: list[dict[str, Any]], op: dict[str, Any]) -> dict[str, Any]:
+    return {**op, "parameters": params}
+
+
+def _jobs_paths() -> dict[str, Any]:
+    return {
+        "/jobs/{job_id}": {
+            "get": _with([JOB_ID], _op("A job: status, decision, attempts, outputs", None, JobOut))
+        },
+        "/jobs/{job_id}/cancel": {
+            "post": _with([JOB_ID], _op("Stop the job (interrupts ComfyUI too)", None, JobOut))
+        },
+        "/jobs/{job_id}/outputs/{index}": {
+            "get": _with(
+                [JOB_ID, INDEX],
+                {"summary": "The output image", "responses": {"200": {"description": "image/png"}}},
+            )
+        },
+        "/jobs/{job_id}/feedback": {
+            "post": _with([JOB_ID], _op("Rate a job's image (1-5)", FeedbackRequest, None))
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     base = OpenAPI.model_validate(
