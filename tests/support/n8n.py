@@ -198,9 +198,11 @@ class N8n(ProcessGroup):
                 raise RuntimeError(f"n8n start exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 r = requests.post(f"{self.url}/webhook/{path}", json=body, timeout=10)
-                if r.status_code != 404:
+                # 404 until the webhook is registered; "n8n is starting up" (503) before that.
+                starting = r.status_code == 503 or "starting up" in r.text
+                if r.status_code != 404 and not starting:
                     return r
-                last = f"404 {r.text[:200]}"
+                last = f"{r.status_code} {r.text[:200]}"
             except requests.RequestException as exc:
                 last = repr(exc)
             time.sleep(0.5)
