@@ -12,34 +12,18 @@ import pytest
 from router.catalog import Catalog
 from router.simulator.nodes import CUSTOM_NODE_CLASSES, NodeDefinitions
 from router.simulator.validation import validate_prompt
+from router.workflows.templates import TemplateRegistry
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "comfyui" / "samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="the ComfyUI captures are not available")
-REQUIRED_CLASSES = (
-    "CheckpointLoaderSimple",
-    "UNETLoader",
-    "DualCLIPLoader",
-    "CLIPLoader",
-    "VAELoader",
-    "CLIPTextEncode",
-    "EmptyLatentImage",
-    "EmptySD3LatentImage",
-    "KSampler",
-    "KSamplerAdvanced",
-    "FluxGuidance",
-    "VAEDecode",
-    "VAEEncode",
-    "VAEEncodeForInpaint",
-    "SetLatentNoiseMask",
-    "LoadImage",
-    "LoadImageMask",
-    "ImageScale",
-    "ImageBlur",
-    "EmptyImage",
-    "SaveImage",
-    "PreviewImage",
-    "ModelSamplingAuraFlow",
-)
+
+
+def template_classes() -> tuple[set[str], set[str]]:
+    """Node classes the router's workflow templates use: (core, custom). The simulator must
+    define all of them, or backends it serves would be filtered out as unsupported."""
+    templates = TemplateRegistry().all().values()
+    custom = {c for t in templates for c in t.requires.custom_nodes}
+    return {c for t in templates for c in t.node_classes()} - custom, custom
 
 
 def sample(name: str) -> Any:
@@ -58,8 +42,10 @@ def validate(defs: dict[str, Any], prompt: dict[str, Any]) -> Any:
 def test_every_required_class_is_described(catalog: Catalog) -> None:
     with_custom = NodeDefinitions(catalog, custom_nodes=True, list_input_images=list).class_names()
     without = NodeDefinitions(catalog, custom_nodes=False, list_input_images=list).class_names()
-    assert set(REQUIRED_CLASSES) | CUSTOM_NODE_CLASSES <= set(with_custom)
-    assert set(REQUIRED_CLASSES) <= set(without)
+    core, custom = template_classes()
+    assert core and custom <= CUSTOM_NODE_CLASSES
+    assert core | CUSTOM_NODE_CLASSES <= set(with_custom)
+    assert core <= set(without)
     assert not CUSTOM_NODE_CLASSES & set(without)
 
 
