@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 from flask import Blueprint, Response, jsonify
 
 from router.api.errors import ApiError
 from router.api.openapi import openapi_document
 from router.api.services import services
+from router.db.observed import observed_by_tier
 
+log = logging.getLogger(__name__)
 bp = Blueprint("meta", __name__)
+OBSERVED_DAYS = 7
 
 
 @bp.get("/healthz")
@@ -34,12 +40,23 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/models")
 def models() -> Response:
-    catalog = services().catalogs.current
+    """The catalog, with what each model and tier really did over the last week (DESIGN.md 2)."""
+    svc = services()
+    catalog = svc.catalogs.current
+    since = svc.clock.now() - timedelta(days=OBSERVED_DAYS)
+    try:
+        observed = observed_by_tier(svc.database, since)
+    except Exception:  # the catalog is still worth answering without the database
+        log.exception("could not read observed times for /models")
+        observed = {}
     return jsonify(
         {
             "purposes": catalog.purposes(),
             "urgencies": {k: u.deadline_s for k, u in catalog.urgencies.items()},
-            "models": [m.model_dump(mode="json") for m in catalog.models],
+            "observed_since": since.isoformat(),
+            "models": [
+                {**m.model_dump(mode="json"), "observed": observed.get(m.id, {})} for m in catalog.models
+            ],
         }
     )
 

@@ -396,3 +396,16 @@ def test_the_same_key_after_a_refusal_gets_the_same_refusal(make_app: Any, pg_db
     with pg_db.session() as s:
         job = s.scalars(select(Job).where(Job.idempotency_key == "refused-1")).one()
         assert job.status == "failed" and job.error
+
+
+def test_models_shows_observed_times_per_tier(make_app: Any) -> None:
+    app, _ = make_app()
+    client = app.test_client()
+    body = {"purpose": "portrait", "urgency": "batch", "prompt": "p", "width": 512, "height": 512}
+    for _ in range(2):
+        assert client.post("/select-and-run", json=body).json["status"] == "succeeded"
+    models = {m["id"]: m for m in client.get("/models").json["models"]}
+    hq = models["hq"]["observed"]["high"]
+    assert hq["runs"] == 2 and hq["failures"] == 0
+    assert 0 < hq["p50_s"] <= hq["p95_s"]
+    assert models["fast"]["observed"] == {}
