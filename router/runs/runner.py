@@ -42,17 +42,17 @@ from router.comfyui import (
 )
 from router.db.database import Database
 from router.db.usage import AttemptStart, finish_attempt, start_attempt, update_job
+from router.runs import degrade
 from router.runs.outputs import OutputStore
 from router.runs.reattach import claim_orphans, follow, runner_identity
 from router.runs.render import render_graph
 from router.runs.watch import StepWatch
 from router.selection import Candidate, Need, select
-from router.selection.estimate import pixel_scale, time_model_and_speed
 from router.workflows.templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = degrade.MAX_ATTEMPTS
 
 
 @dataclass
@@ -188,8 +188,7 @@ class JobRunner:
     def _run(self, spec: JobSpec, control: RunControl) -> None:
         catalog = self.catalogs.current
         t0 = self.clock.monotonic()
-        deadline_at = t0 + spec.need.deadline_s
-        hard_stop_at = t0 + 2 * spec.need.deadline_s + 30.0  # a rung with no faster alternative may overrun
+        deadline_at, hard_stop_at = degrade.deadline_window(t0, spec.need.deadline_s)
         update_job(self.db, spec.job_id, status="running")
         rung: Candidate | None = spec.first
         tried: set[tuple[str, str, str]] = set()
@@ -232,10 +231,9 @@ class JobRunner:
     def _reselect(
         self, catalog: Catalog, spec: JobSpec, tried: set[tuple[str, str, str]], deadline_at: float
     ) -> Candidate | None:
-        remaining = deadline_at - self.clock.monotonic()
-        if remaining <= 0 and not spec.need.allow_degrade:
+        need = degrade.reselect_need(spec.need, tried, deadline_at - self.clock.monotonic())
+        if need is None:
             return None
-        need = replace(spec.need, deadline_s=max(remaining, 0.001), exclude=frozenset(tried))
         return select(catalog, need, self.state.snapshot(catalog), spec.urgency).chosen
 
     # --- one attempt ------------------------------------------------------------------------
@@ -310,15 +308,7 @@ class JobRunner:
         return result, cost
 
     def _watch_for(self, catalog: Catalog, spec: JobSpec, rung: Candidate, budget_s: float) -> StepWatch:
-        # Expected step time from the catalog's own speed, not the view's corrected one, so the
-        # observed ratio is absolute slowness (what LiveBackendState keeps), not relative to it.
-        declared = next((b for b in catalog.backends if b.id == rung.view.backend.id), rung.view.backend)
-        tm, speed = time_model_and_speed(rung.model, declared)
-        scale = pixel_scale(tm, rung.width, rung.height) * spec.need.batch_size / speed
-        # base_s covers text encoding before sampling and decoding/saving after it: half after.
-        return StepWatch(
-            budget_s=budget_s, expected_step_s=tm.per_step_s * scale, after_sampling_s=0.5 * tm.base_s * scale
-        )
+        return degrade.watch_for(catalog, spec.need, rung, budget_s)
 
     def _worth_degrading(
         self,
@@ -333,14 +323,13 @@ class JobRunner:
         """A predicted miss: interrupt only if a rung not yet tried can finish in the time left."""
         if watch.slowness is not None:
             self.state.record_slowness(rung.view.backend.id, watch.slowness, smooth=False)
-        remaining = deadline_at - self.clock.monotonic()
-        if remaining <= 0:
+        need = degrade.alternative_need(spec.need, tried, rung.key, deadline_at - self.clock.monotonic())
+        if need is None:
             return False
-        need = replace(spec.need, deadline_s=remaining, exclude=frozenset(tried | {rung.key}))
-        alternative = select(catalog, need, self.state.snapshot(catalog), spec.urgency)
-        if alternative.chosen is None or alternative.best_effort:
+        chosen = degrade.faster_rung(select(catalog, need, self.state.snapshot(catalog), spec.urgency))
+        if chosen is None:
             return False  # nothing faster fits: finishing late beats not finishing
-        holder["next"] = alternative.chosen
+        holder["next"] = chosen
         log.info(
             "job %s: %s/%s predicted to finish at %.1f s > budget %.1f s; degrading to %s/%s",
             spec.job_id,
@@ -348,8 +337,8 @@ class JobRunner:
             rung.tier,
             watch.predicted_finish_s or 0.0,
             watch.budget_s,
-            alternative.chosen.model.id,
-            alternative.chosen.tier,
+            chosen.model.id,
+            chosen.tier,
         )
         return True
 
