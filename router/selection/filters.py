@@ -14,6 +14,8 @@ from router.selection.types import Candidate, Need, Rejection, Verdict
 
 Filter = Callable[[Catalog, Need, Candidate], Rejection | None]
 
+make = tuple.__new__  # a NamedTuple from a ready tuple, without its Python-level __new__ (hot loop)
+
 
 def purpose(_: Catalog, need: Need, c: Candidate) -> Rejection | None:
     if need.purpose in c.model.purposes:
@@ -206,7 +208,7 @@ class FilterRun:
                 last_model, last_view, by_tier = c.model, None, {}
                 by_model = self._run(model_level, c)
             if by_model:
-                out.append(Verdict(c, by_model))
+                out.append(make(Verdict, (c, by_model)))
                 continue
             if c.view is not last_view:
                 last_view = c.view
@@ -214,6 +216,11 @@ class FilterRun:
             tiered = by_tier.get(c.tier)
             if tiered is None:
                 tiered = by_tier[c.tier] = self._run(tier_level, c)
-            own = tuple(r for f in candidate_level if (r := f(catalog, need, c)) is not None)
-            out.append(Verdict(c, placed + tiered + own if (placed or tiered) else own))
+            own: tuple[Rejection, ...]
+            if len(candidate_level) == 1:  # the usual request: only the deadline filter applies
+                r = candidate_level[0](catalog, need, c)
+                own = () if r is None else (r,)
+            else:
+                own = tuple(r for f in candidate_level if (r := f(catalog, need, c)) is not None)
+            out.append(make(Verdict, (c, placed + tiered + own if (placed or tiered) else own)))
         return out

@@ -18,7 +18,7 @@ from router.selection import filters as flt
 from router.selection.candidates import enumerate_candidates
 from router.selection.reason import explain
 from router.selection.scorers import SCORERS, weights_of
-from router.selection.types import BackendView, Candidate, Need, Scored, Selection, Verdict
+from router.selection.types import BackendView, Candidate, Need, Rejection, Scored, Selection, Verdict
 
 
 def select(
@@ -59,8 +59,10 @@ def score(
     shares = [weights[name] / total_w for name in names]
     columns = [SCORERS[name](need, feasible) for name in names]
     rows = zip(*columns, strict=True)  # one tuple of normalised scores per candidate
+    make = tuple.__new__  # a NamedTuple from a ready tuple, without its Python-level __new__
+    floor = math.floor
     return [
-        Scored(c, math.floor(c.quality / band_pts + 1e-9), sum(map(mul, shares, values)), names, values)
+        make(Scored, (c, floor(c.quality / band_pts + 1e-9), sum(map(mul, shares, values)), names, values))
         for c, values in zip(feasible, rows, strict=True)
     ]
 
@@ -75,12 +77,11 @@ def build_ladder(
 
     Rungs ignore the deadline (they are for when time runs short) but pass every other filter.
     """
+    quality = chosen.quality
     below = [
-        v.candidate
-        for v in verdicts
-        if v.candidate.key != chosen.key
-        and v.candidate.quality <= chosen.quality
-        and all(r.code == "deadline_infeasible" for r in v.rejections)
+        c
+        for c, rejections in verdicts
+        if c.quality <= quality and c is not chosen and _deadline_at_most(rejections)
     ]
     below.sort(key=lambda c: (-c.quality, c.estimate.total_s, order[c.key]))
     ladder: list[Candidate] = []
@@ -100,7 +101,12 @@ def _rank(s: Scored, order: dict[tuple[str, str, str], int]) -> tuple[int, float
 
 
 def _only_deadline_failed(v: Verdict) -> bool:
-    return bool(v.rejections) and all(r.code == "deadline_infeasible" for r in v.rejections)
+    return bool(v.rejections) and _deadline_at_most(v.rejections)
+
+
+def _deadline_at_most(rejections: tuple[Rejection, ...]) -> bool:
+    """No rejection but the deadline's (each filter rejects at most once, so at most one)."""
+    return not rejections or (len(rejections) == 1 and rejections[0].code == "deadline_infeasible")
 
 
 def _weights(catalog: Catalog, urgency: str | None) -> dict[str, float]:

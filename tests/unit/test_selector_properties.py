@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from router.catalog.schema import TIER_ORDER, Catalog
 from router.selection import BackendView, Need, Selection, select
+from router.selection import estimate as est
+from router.selection.candidates import enumerate_candidates
 from tests.unit.selector_cases import backend, catalog, model
 
 PURPOSES = ("text-to-image", "portrait", "inpaint")
@@ -176,3 +178,15 @@ def test_a_longer_deadline_never_lowers_the_chosen_quality(
     if short.chosen is not None and not short.best_effort:
         assert long_.chosen is not None and not long_.best_effort
         assert long_.chosen.quality >= short.chosen.quality
+
+
+@given(fleets(), needs())
+def test_candidate_estimates_equal_the_estimate_module_exactly(
+    fleet: tuple[Catalog, list[BackendView]], need: Need
+) -> None:
+    """Enumeration inlines the time and cost arithmetic for speed: it must give the same floats."""
+    cat, views = fleet
+    for c in enumerate_candidates(cat, need, views):
+        assert c.estimate == est.estimate(c.model, c.view, c.steps, c.width, c.height, need.batch_size)
+        assert c.estimated_cost_usd == est.cost_usd(c.view.backend.usd_per_hour, c.estimate)
+        assert c.estimate.total_s == c.estimate.queue_s + c.estimate.load_s + c.estimate.run_s
