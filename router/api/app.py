@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from router.api import routes_jobs, routes_meta, routes_select
-from router.api.auth import digests, require_api_key
+from router.api.auth import Authenticator, parse_keys, require_api_key
 from router.api.errors import register_error_handlers
 from router.api.metrics import RouterMetrics
 from router.api.services import Services
@@ -23,6 +23,9 @@ from router.catalog.store import CatalogStore
 from router.clock import Clock, SystemClock
 from router.comfyui import ComfyUIClient
 from router.db.database import Database
+from router.limits import http as limits_http
+from router.limits.capped_state import CappedBackendState
+from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
 from router.settings import Settings
@@ -59,6 +62,7 @@ def create_app(
     runner = None
     outputs = OutputStore(settings.data_dir)
     metrics = RouterMetrics()
+    quotas = QuotaGate(settings.limits, database, clock)
     if backend_state is None:
         live = LiveBackendState(clients, clock, support_check=support_checker(templates))
         backend_state = live
@@ -71,8 +75,11 @@ def create_app(
             templates=templates,
             outputs=outputs,
             metrics=metrics,
+            quotas=quotas,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
+    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
+        backend_state = CappedBackendState(backend_state, quotas)
     app = Flask("router")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -85,9 +92,11 @@ def create_app(
         runner=runner,
         outputs=outputs,
         simulated=simulated,
+        quotas=quotas,
         metrics=metrics,
     )
-    require_api_key(app, digests(settings.api_keys))
+    require_api_key(app, Authenticator(parse_keys(settings.api_keys), database))
+    limits_http.register(app)
     metrics.instrument(app)
     app.before_request(catalogs.maybe_reload)
     describe = getattr(backend_state, "describe", None)
@@ -95,7 +104,7 @@ def create_app(
         metrics.add_backend_collector(lambda: describe(catalogs.current))
     app.extensions["comfy_router_extra"] = extra
     register_error_handlers(app)
-    for bp in (routes_select.bp, routes_jobs.bp, routes_meta.bp):
+    for bp in (routes_select.bp, routes_jobs.bp, routes_meta.bp, limits_http.bp):
         app.register_blueprint(bp)
     return app
 

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +43,7 @@ from router.comfyui import (
 )
 from router.db.database import Database
 from router.db.usage import AttemptStart, finish_attempt, start_attempt, update_job
+from router.limits.quotas import QuotaGate
 from router.runs import degrade
 from router.runs.outputs import OutputStore
 from router.runs.reattach import claim_orphans, follow, runner_identity
@@ -67,6 +69,8 @@ class JobSpec:
     seed: int
     output: str  # "url" or "base64"
     front: bool = False
+    client_id: str | None = None  # whose quotas and spend caps (router/limits)
+    on_done: Callable[[], None] | None = None  # called once when the job ends: gives quota holds back
 
 
 @dataclass
@@ -99,8 +103,10 @@ class JobRunner:
         outputs: OutputStore,
         metrics: RouterMetrics | None = None,
         max_workers: int = 16,
+        quotas: QuotaGate | None = None,
     ) -> None:
         self.metrics = metrics
+        self.quotas = quotas  # running attempts per backend and spend per day (router/limits)
         self.catalogs = catalogs
         self.db = database
         self.state = state
@@ -179,6 +185,8 @@ class JobRunner:
             log.exception("job %s failed in the runner", spec.job_id)
             self._finish(spec.job_id, "failed", urgency=spec.urgency, error=f"internal error: {exc}")
         finally:
+            if spec.on_done is not None:
+                spec.on_done()
             control.done.set()
             with self._lock:
                 self._controls.pop(spec.job_id, None)
@@ -197,9 +205,11 @@ class JobRunner:
         for attempt_no in range(1, MAX_ATTEMPTS + 1):
             if rung is None or control.cancelled.is_set():
                 break
-            result, attempt_cost = self._attempt(
-                catalog, spec, control, rung, attempt_no, deadline_at, hard_stop_at, tried
-            )
+            with self.quotas.backend_slot(rung.view.backend.id) if self.quotas else nullcontext():
+                result, attempt_cost = self._attempt(
+                    catalog, spec, control, rung, attempt_no, deadline_at, hard_stop_at, tried
+                )
+            self._spent(spec, rung, result.outcome, attempt_cost)
             cost_usd += attempt_cost
             tried.add(rung.key)
             if result.outcome in ("ok", "degraded"):
@@ -460,6 +470,18 @@ class JobRunner:
             backend=rung.view.backend.id,
             degraded=rung.key != spec.first.key,
         )
+
+    def _spent(self, spec: JobSpec, rung: Candidate, outcome: str, gpu_usd: float) -> None:
+        """Quota hook: an attempt's GPU cost (and hosted-equivalent price when it produced the
+        image) counts against its client's and the global daily spend caps."""
+        if self.quotas is None:
+            return
+        ok = outcome in ("ok", "degraded")
+        hosted_usd = (rung.model.hosted_usd_per_image or 0.0) * spec.need.batch_size if ok else 0.0
+        try:
+            self.quotas.spent(spec.client_id, gpu_usd, hosted_usd)
+        except Exception:  # a lost spend record must not fail the job; the log says so
+            log.exception("could not record the spend of job %s", spec.job_id)
 
     def _finish(self, job_id: str, status: str, *, urgency: str = "", **values: Any) -> None:
         values.setdefault("deadline_met", False if status != "succeeded" else None)
