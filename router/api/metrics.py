@@ -7,7 +7,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -69,6 +76,19 @@ class RouterMetrics:
         self.deadline_misses = Counter(
             "comfy_router_deadline_misses", "Jobs that ended after their deadline", ["urgency"], registry=r
         )
+
+    def add_spool_gauges(self, depth: Callable[[], int], dead: Callable[[], int]) -> None:
+        """Writes waiting on local disk for the database, and writes it refused for good."""
+        Gauge(
+            "comfy_router_spool_depth",
+            "Job/usage writes spooled until the database answers",
+            registry=self.registry,
+        ).set_function(depth)
+        Gauge(
+            "comfy_router_spool_dead",
+            "Spooled writes the database refused (kept on disk)",
+            registry=self.registry,
+        ).set_function(dead)
 
     def add_backend_collector(self, describe: Callable[[], list[dict[str, Any]]]) -> None:
         self.registry.register(_BackendCollector(describe))

@@ -34,7 +34,10 @@ def readyz() -> tuple[Response, int]:
     views = svc.backend_state.snapshot(svc.catalogs.current)
     if not any(v.healthy and v.backend.enabled for v in views):
         problems.append("no healthy backend")
-    body = {"status": "ready" if not problems else "not_ready", "problems": problems}
+    body: dict[str, object] = {"status": "ready" if not problems else "not_ready", "problems": problems}
+    if svc.writes is not None:
+        # Writes kept on local disk while the database was away (replayed when it answers).
+        body["spool_depth"] = svc.writes.depth()
     return jsonify(body), (200 if not problems else 503)
 
 

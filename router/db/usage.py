@@ -37,10 +37,23 @@ class AttemptStart:
     runner: str | None = None
 
 
-def start_attempt(db: Database, a: AttemptStart) -> int:
-    """Insert the attempt as `running` first, so a router that dies mid-run leaves a trace to re-attach to."""
-    row = ModelUsageLog(**a.__dict__, outcome="running", source="router")
+def start_attempt(db: Database, a: AttemptStart, *, if_absent: bool = False) -> int:
+    """Insert the attempt as `running` first, so a router that dies mid-run leaves a trace to re-attach to.
+
+    (job_id, attempt) names an attempt of the router; `if_absent` makes a replay of the same
+    insert return the existing row instead of a duplicate."""
     with db.session() as s:
+        if if_absent:
+            existing = s.scalar(
+                select(ModelUsageLog.id).where(
+                    ModelUsageLog.job_id == a.job_id,
+                    ModelUsageLog.attempt == a.attempt,
+                    ModelUsageLog.source == "router",
+                )
+            )
+            if existing is not None:
+                return int(existing)
+        row = ModelUsageLog(**a.__dict__, outcome="running", source="router")
         s.add(row)
         s.flush()
         return row.id
@@ -48,7 +61,8 @@ def start_attempt(db: Database, a: AttemptStart) -> int:
 
 def finish_attempt(
     db: Database,
-    attempt_id: int,
+    job_id: str,
+    attempt: int,
     *,
     finished_at: datetime,
     actual_s: float | None,
@@ -57,10 +71,15 @@ def finish_attempt(
     cost_usd: float | None,
     hosted_usd: float | None,
 ) -> None:
+    """Record how attempt number `attempt` of `job_id` ended (idempotent: an UPDATE by key)."""
     with db.session() as s:
         s.execute(
             update(ModelUsageLog)
-            .where(ModelUsageLog.id == attempt_id)
+            .where(
+                ModelUsageLog.job_id == job_id,
+                ModelUsageLog.attempt == attempt,
+                ModelUsageLog.source == "router",
+            )
             .values(
                 finished_at=finished_at,
                 actual_s=actual_s,
