@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
-from router.api.errors import ApiError, field_error
+from router.api.errors import field_error
+from router.api.images import check_input_images
 from router.api.schemas import SelectRequest
 from router.catalog.schema import Catalog
 from router.selection.types import Need
@@ -68,20 +66,8 @@ def _check_generation_limits(req: SelectRequest, catalog: Catalog) -> None:
 
 
 def _check_images(req: SelectRequest, catalog: Catalog) -> frozenset[str]:
-    lim = catalog.limits
-    if len(req.images) > lim.max_images:
-        raise field_error("images", f"{len(req.images)} images is over the limit of {lim.max_images}")
-    named = [(f"images.{i}", b64) for i, b64 in enumerate(req.images)]
-    named += [(n, b) for n, b in (("face_image", req.face_image), ("mask", req.mask)) if b is not None]
-    for name, b64 in named:
-        size = _decoded_size(name, b64)
-        if size > lim.max_image_bytes:
-            raise ApiError(
-                413,
-                "image_too_large",
-                f"{name}: {size} bytes is over the limit of {lim.max_image_bytes} bytes",
-                [{"field": name, "message": "too large"}],
-            )
+    """The input slots the request fills, after every image was decoded (router.api.images)."""
+    check_input_images(req.images, req.face_image, req.mask, catalog.limits)
     inputs = set()
     if req.images:
         inputs.add("image")
@@ -90,11 +76,3 @@ def _check_images(req: SelectRequest, catalog: Catalog) -> frozenset[str]:
     if req.mask is not None:
         inputs.add("mask")
     return frozenset(inputs)
-
-
-def _decoded_size(name: str, b64: str) -> int:
-    data = b64.split(",", 1)[1] if b64.startswith("data:") else b64
-    try:
-        return len(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError) as exc:
-        raise field_error(name, "not valid base64") from exc

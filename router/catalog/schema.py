@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 TierName = Literal["draft", "standard", "high", "max"]
 # Order matters: index = rank. A higher rank is a better (slower, costlier) tier.
 TIER_ORDER: tuple[TierName, ...] = ("draft", "standard", "high", "max")
+# Pillow format names; ComfyUI's LoadImage reads them all, the catalog's default accepts the first three.
+ImageFormat = Literal["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -81,6 +83,19 @@ class InputLimits(Strict):
     max_batch_size: int = Field(default=4, gt=0)
     max_images: int = Field(default=4, ge=0)
     max_image_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    image_formats: tuple[ImageFormat, ...] = Field(
+        default=("PNG", "JPEG", "WEBP"),
+        min_length=1,
+        description="Pillow formats accepted for input images (images, mask, face_image).",
+    )
+    max_image_side_px: int = Field(
+        default=8192,
+        gt=0,
+        description=(
+            "Largest width or height of an input image. Its pixel count is also capped at 4 x max_pixels: "
+            "both are checked from the header, before any pixel is decoded (decompression bombs)."
+        ),
+    )
     max_steps: int = Field(default=150, gt=0)
     max_cfg: float = Field(default=30.0, gt=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from sqlalchemy import select as sql_select
 
 from router.api.app import create_app
@@ -172,7 +174,9 @@ def test_best_effort_when_the_deadline_is_too_short(client: FlaskClient) -> None
 
 
 def test_images_are_not_stored_in_the_jobs_row(client: FlaskClient, pg_db: Database) -> None:
-    img = base64.b64encode(b"x" * 3000).decode()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")  # input images are decoded
+    img = base64.b64encode(buf.getvalue()).decode()
     d = client.post("/select", json={"purpose": "img2img", "images": [img], "urgency": "batch"}).json
     with pg_db.session() as s:
         job = s.get(Job, d["job_id"])
