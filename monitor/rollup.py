@@ -10,8 +10,14 @@ running twice adds nothing, and a restart just continues from the watermark. A u
 (migration 0003) backs that up; on PostgreSQL an advisory lock serialises concurrent runs (the
 rollup job and retention's catch-up in two scheduler threads, or two monitors).
 
-Raw rows that arrive after their minute was rolled up (a writer's buffer flushed late) stay raw
-only: they are not added to an already written minute.
+Raw rows that arrive after their minute was rolled up (a writer's buffer flushed late, after a
+database outage) are found by id: the job remembers the newest raw id it has seen, and rows above
+it whose minute is already rolled up make those minutes be rolled up again (deleted and recomputed
+from the raw rows, in the same transaction). Not re-rolled: the oldest raw minute (retention may
+have deleted part of it, so a recomputation would lose samples) and late rows seen by no job
+(`seen_id=None`: the first run after a start, and retention's catch-up). Ids are trusted to grow
+in commit order, which holds for one writer per database (PostgreSQL assigns sequence values at
+INSERT, so two writers committing out of order could hide a late row from one run).
 
 SQLAlchemy Core, so the same statements run on PostgreSQL and SQLite; only the minute bucket
 differs (date_trunc vs strftime).
@@ -35,6 +41,7 @@ ROLLUP_JOB_ID = "rollup"
 # pg_advisory_xact_lock key: "vrm1" as an integer. Held until the rolling-up transaction ends.
 ADVISORY_LOCK_KEY = 0x76726D31
 _MINUTE = timedelta(minutes=1)
+_SECOND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class RollupResult:
     since: datetime | None  # the first minute looked at (None: there were no raw rows to start from)
     until: datetime  # exclusive: the start of the current minute
     minutes_written: int
+    seen_id: int | None = None  # the newest raw row id when this run looked (pass it to the next run)
+    rerolled_from: datetime | None = None  # the first minute rolled up again for late rows, if any
 
 
 def minute_table() -> Table:
@@ -94,16 +103,48 @@ def _watermark(conn: Connection) -> datetime | None:
     return None if oldest is None else floor_to_minute(_utc(oldest))
 
 
-def roll_up_in(conn: Connection, *, now: datetime) -> RollupResult:
-    """Roll up every complete minute after the watermark, inside the caller's transaction."""
+def _late_rows_from(conn: Connection, seen_id: int, newest_id: int, watermark: datetime) -> datetime | None:
+    """The first already rolled-up minute that raw rows with ids in (seen_id, newest_id] belong to,
+    leaving out the oldest raw minute (retention may have deleted part of it)."""
+    log = usage_log_table()
+    oldest = conn.execute(select(func.min(log.c.ts))).scalar_one_or_none()
+    if oldest is None:
+        return None
+    late = conn.execute(
+        select(func.min(log.c.ts)).where(
+            log.c.id > seen_id,
+            log.c.id <= newest_id,
+            log.c.ts >= floor_to_minute(_utc(oldest)) + _MINUTE,
+            log.c.ts < watermark,
+        )
+    ).scalar_one_or_none()
+    return None if late is None else floor_to_minute(_utc(late))
+
+
+def roll_up_in(conn: Connection, *, now: datetime, seen_id: int | None = None) -> RollupResult:
+    """Roll up every complete minute after the watermark, inside the caller's transaction; with
+    `seen_id` (the previous run's), also roll up again the minutes that late raw rows fell into."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-    until = floor_to_minute(now)
-    since = _watermark(conn)
-    if since is None or since >= until:
-        return RollupResult(since, until, 0)
     log, minute = usage_log_table(), minute_table()
+    until = floor_to_minute(now)
+    newest_id = conn.execute(select(func.max(log.c.id))).scalar_one_or_none()
+    since = _watermark(conn)
+    rerolled_from = None
+    if seen_id is not None and newest_id is not None and since is not None and newest_id > seen_id:
+        rerolled_from = _late_rows_from(conn, seen_id, newest_id, min(since, until))
+        if rerolled_from is not None and rerolled_from < since:
+            # Minute rows sit on whole minutes; bounds a second early match them whichever text
+            # layout SQLite holds them in ('...:00' from the bucket, '...:00.000000' from Python).
+            conn.execute(
+                minute.delete().where(minute.c.ts > rerolled_from - _SECOND, minute.c.ts < since - _SECOND)
+            )
+            since = rerolled_from
+        else:
+            rerolled_from = None
+    if since is None or since >= until:
+        return RollupResult(since, until, 0, newest_id)
     bucket = minute_bucket(log.c.ts, dialect)
     # NULL when up is NULL, so AVG skips it (and a minute without any up reading gets NULL).
     up_share = case((log.c.up.is_(True), 1.0), (log.c.up.is_(False), 0.0))
@@ -138,13 +179,14 @@ def roll_up_in(conn: Connection, *, now: datetime) -> RollupResult:
     # RETURNING to count: psycopg reports no rowcount (-1) for Core's INSERT ... SELECT.
     added = insert(minute).from_select([minute.c[n] for n in TARGETS], grouped).returning(minute.c.id)
     written = len(conn.execute(added).all())
-    return RollupResult(since, until, written)
+    return RollupResult(since, until, written, newest_id, rerolled_from)
 
 
-def roll_up(engine: Engine, *, now: datetime) -> RollupResult:
-    """Roll up every complete minute not rolled up yet, in its own transaction."""
+def roll_up(engine: Engine, *, now: datetime, seen_id: int | None = None) -> RollupResult:
+    """Roll up every complete minute not rolled up yet (and, with `seen_id`, the minutes late raw
+    rows fell into), in its own transaction."""
     with engine.begin() as conn:
-        return roll_up_in(conn, now=now)
+        return roll_up_in(conn, now=now, seen_id=seen_id)
 
 
 class RollupJob:
@@ -155,13 +197,18 @@ class RollupJob:
         self._engine = engine
         self._clock = clock
         self._logger = logger
+        self._seen_id: int | None = None  # the newest raw id the last successful run saw
 
     def run(self) -> RollupResult | None:
         try:
-            result = roll_up(self._engine, now=self._clock.now())
+            result = roll_up(self._engine, now=self._clock.now(), seen_id=self._seen_id)
         except SQLAlchemyError as exc:
             self._logger.warning("rollup: skipped this run: %s", error_text(exc))
             return None
+        if result.seen_id is not None:
+            self._seen_id = result.seen_id
+        if result.rerolled_from is not None:
+            self._logger.info("rollup: late samples: minutes from %s rolled up again", result.rerolled_from)
         if result.minutes_written:
             self._logger.debug(
                 "rollup: %d minute rows from %s to %s",

@@ -244,6 +244,65 @@ def test_rollup_aggregates_complete_minutes_once_and_never_the_current_one(db: D
     check_rollup(db)
 
 
+def check_late_rows(db: Database) -> None:
+    """Shared with the PostgreSQL run: a sample flushed after its minute was rolled up is not lost."""
+    with db.engine.begin() as conn:
+        conn.execute(insert(usage_log_table()), live_rows())
+    first = roll_up(db.engine, now=NOW)
+    assert first.minutes_written == 2 and first.seen_id is not None
+    late = _row(LIVE - timedelta(seconds=30), "nvml", gpu_uuid="GPU-a", vram_used_mb=150.0, power_w=400.0)
+    with db.engine.begin() as conn:  # 11:59 again, written a minute late (a buffer flushed after an outage)
+        conn.execute(insert(usage_log_table()), [late])
+    # Without the previous run's id the late row stays raw only (the first run after a start).
+    assert roll_up(db.engine, now=NOW, seen_id=None).minutes_written == 0
+    again = roll_up(db.engine, now=NOW + timedelta(seconds=20), seen_id=first.seen_id)
+    assert again.rerolled_from == LIVE - timedelta(minutes=1)
+    assert again.minutes_written == 1
+    # 11:59 is recomputed from its three raw rows: (50 + 70 + 150) / 3 and the power readings' mean.
+    assert rolled(db) == [EXPECTED_ROLLED[0], (LIVE - timedelta(minutes=1), 3, 90.0, 250.0, None)]
+    # Nothing new since: the next run re-rolls nothing.
+    quiet = roll_up(db.engine, now=NOW + timedelta(seconds=25), seen_id=again.seen_id)
+    assert (quiet.rerolled_from, quiet.minutes_written) == (None, 0)
+
+
+def test_a_late_sample_makes_its_minute_be_rolled_up_again(db: Database) -> None:
+    check_late_rows(db)
+
+
+def test_the_oldest_raw_minute_is_never_recomputed(db: Database) -> None:
+    """Retention may have deleted part of it: its aggregate stays as it was."""
+    with db.engine.begin() as conn:
+        conn.execute(insert(usage_log_table()), live_rows())
+    first = roll_up(db.engine, now=NOW)
+    late = _row(LIVE - timedelta(minutes=2, seconds=-50), "nvml", gpu_uuid="GPU-a", vram_used_mb=999.0)
+    with db.engine.begin() as conn:
+        conn.execute(insert(usage_log_table()), [late])
+    again = roll_up(db.engine, now=NOW + timedelta(seconds=10), seen_id=first.seen_id)
+    assert again.minutes_written == 0
+    assert rolled(db) == EXPECTED_ROLLED
+
+
+def test_the_rollup_job_remembers_what_it_saw(db: Database) -> None:
+    class Clock:
+        def now(self) -> datetime:
+            return NOW
+
+        def monotonic(self) -> float:
+            return 0.0
+
+    with db.engine.begin() as conn:
+        conn.execute(insert(usage_log_table()), live_rows())
+    job = RollupJob(db.engine, Clock(), logger=logging.getLogger("t.rollup"))
+    assert job.run() is not None
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(usage_log_table()), [_row(LIVE - timedelta(seconds=20), "nvml", gpu_uuid="GPU-a")]
+        )
+    result = job.run()
+    assert result is not None and result.rerolled_from == LIVE - timedelta(minutes=1)
+    assert [m[1] for m in rolled(db)] == [2, 3]
+
+
 def test_rollup_of_an_empty_log_writes_nothing(db: Database) -> None:
     result = roll_up(db.engine, now=NOW)
     assert (result.since, result.minutes_written) == (None, 0)
