@@ -62,6 +62,10 @@ def _monitor(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
+    if argv[:1] in (["trace"], ["replay"]):
+        from router.replay.cli import main as replay_main
+
+        return int(replay_main(argv))
     from router.simulator.__main__ import main as simulate_main
 
     return int(simulate_main(argv))

@@ -118,6 +118,7 @@ class Baseline:
             finish_failed(record, self.world.loop.now, f"{self.name}: no model x tier x backend serves it")
             return
         record.first = rung.key
+        record.first_estimated_cost_usd = rung.estimated_cost_usd
         record.reason_code = self.name
         record.selection_reason = f"{self.name}: {rung.model.id}/{rung.tier} on {rung.view.backend.id}"
         DispatchJob(self.world, record, rung).submit()

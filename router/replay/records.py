@@ -60,6 +60,7 @@ class RequestRecord:
     selection_reason: str = ""
     reason_code: str = ""
     first: tuple[str, str, str] | None = None  # (model, tier, backend) first chosen
+    first_estimated_cost_usd: float | None = None
     error: str | None = None
 
     @property

@@ -91,6 +91,7 @@ class RouterJob:
             return
         self.first = selection.chosen
         self.record.first = selection.chosen.key
+        self.record.first_estimated_cost_usd = selection.chosen.estimated_cost_usd
         self._attempt(selection.chosen)
 
     # --- one attempt ----------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def replay_policy(
     requests: Sequence[TraceRequest],
     name: str,
     options: ReplayOptions = ReplayOptions(),
-    on_arrival: Callable[[], None] | None = None,
+    on_arrival: Callable[[], object] | None = None,
 ) -> PolicyRun:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; one of: {', '.join(POLICIES)}")
@@ -103,7 +103,7 @@ def replay(
     requests: Sequence[TraceRequest],
     policies: Sequence[str] = tuple(POLICIES),
     options: ReplayOptions = ReplayOptions(),
-    on_arrival: Callable[[], None] | None = None,
+    on_arrival: Callable[[], object] | None = None,
 ) -> dict[str, PolicyRun]:
     for name in policies:
         if name not in POLICIES:
