@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.limits.config import LimitsSettings
 
+from router.limits.config import LimitsSettings
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
@@ -45,6 +47,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("COMFY_ROUTER_CALLBACK_HOSTS", "callback_hosts_csv"),
         description="Comma-separated host names that callback_url may point at (empty: callbacks refused).",
     )
+    # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     migrate_on_start: bool = Field(

@@ -26,6 +26,9 @@ from router.db.database import Database
 from router.limits import http as limits_http
 from router.limits.capped_state import CappedBackendState
 from router.limits.quotas import QuotaGate
+from router.limits import http as limits_http
+from router.limits.capped_state import CappedBackendState
+from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
 from router.settings import Settings
@@ -63,6 +66,7 @@ def create_app(
     outputs = OutputStore(settings.data_dir)
     metrics = RouterMetrics()
     quotas = QuotaGate(settings.limits, database, clock)
+    quotas = QuotaGate(settings.limits, database, clock)
     if backend_state is None:
         live = LiveBackendState(clients, clock, support_check=support_checker(templates))
         backend_state = live
@@ -76,8 +80,11 @@ def create_app(
             outputs=outputs,
             metrics=metrics,
             quotas=quotas,
+            quotas=quotas,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
+    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
+        backend_state = CappedBackendState(backend_state, quotas)
     if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
         backend_state = CappedBackendState(backend_state, quotas)
     app = Flask("router")
@@ -92,6 +99,7 @@ def create_app(
         runner=runner,
         outputs=outputs,
         simulated=simulated,
+        quotas=quotas,
         quotas=quotas,
         metrics=metrics,
     )

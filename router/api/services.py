@@ -12,6 +12,7 @@ from router.catalog.store import CatalogStore
 from router.clock import Clock
 from router.db.database import Database
 from router.limits.quotas import QuotaGate
+from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
 from router.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     runner: JobRunner | None = None
     outputs: OutputStore | None = None
     simulated: list[str] = field(default_factory=list)  # backend ids served by the built-in simulator
+    quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
     quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
 
 
