@@ -11,6 +11,8 @@ from router.limits.config import LimitsSettings
 
 from router.limits.config import LimitsSettings
 
+from router.limits.config import LimitsSettings
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
@@ -47,6 +49,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("COMFY_ROUTER_CALLBACK_HOSTS", "callback_hosts_csv"),
         description="Comma-separated host names that callback_url may point at (empty: callbacks refused).",
     )
+    # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).

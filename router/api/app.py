@@ -29,6 +29,9 @@ from router.limits.quotas import QuotaGate
 from router.limits import http as limits_http
 from router.limits.capped_state import CappedBackendState
 from router.limits.quotas import QuotaGate
+from router.limits import http as limits_http
+from router.limits.capped_state import CappedBackendState
+from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
 from router.settings import Settings
@@ -67,6 +70,7 @@ def create_app(
     metrics = RouterMetrics()
     quotas = QuotaGate(settings.limits, database, clock)
     quotas = QuotaGate(settings.limits, database, clock)
+    quotas = QuotaGate(settings.limits, database, clock)
     if backend_state is None:
         live = LiveBackendState(clients, clock, support_check=support_checker(templates))
         backend_state = live
@@ -81,8 +85,11 @@ def create_app(
             metrics=metrics,
             quotas=quotas,
             quotas=quotas,
+            quotas=quotas,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
+    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
+        backend_state = CappedBackendState(backend_state, quotas)
     if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
         backend_state = CappedBackendState(backend_state, quotas)
     if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
@@ -99,6 +106,7 @@ def create_app(
         runner=runner,
         outputs=outputs,
         simulated=simulated,
+        quotas=quotas,
         quotas=quotas,
         quotas=quotas,
         metrics=metrics,

@@ -20,6 +20,7 @@ from router.db.models import Feedback, Job, ModelUsageLog
 from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts, update_job
 from router.limits.http import admit_run, hand_off
 from router.limits.http import admit_run, hand_off
+from router.limits.http import admit_run, hand_off
 from router.runs.render import missing_request_fields
 from router.runs.runner import JobSpec
 from router.selection import Candidate
@@ -46,6 +47,7 @@ def select_and_run() -> tuple[Response, int]:
     _check_callback(svc, req.callback_url)
     req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
     req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
+    req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
     d = decide(svc, req)
     try:
         record(svc, req, d, status="queued", idempotency_key=key)
@@ -70,6 +72,8 @@ def select_and_run() -> tuple[Response, int]:
         seed=req.seed if req.seed is not None else secrets.randbelow(2**48),
         output=req.output,
         front=urgency == "realtime",
+        client_id=req.client_id,
+        on_done=hand_off(),
         client_id=req.client_id,
         on_done=hand_off(),
         client_id=req.client_id,

@@ -13,6 +13,7 @@ from router.clock import Clock
 from router.db.database import Database
 from router.limits.quotas import QuotaGate
 from router.limits.quotas import QuotaGate
+from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
 from router.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     runner: JobRunner | None = None
     outputs: OutputStore | None = None
     simulated: list[str] = field(default_factory=list)  # backend ids served by the built-in simulator
+    quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
     quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
     quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
 
