@@ -24,6 +24,7 @@ from router.replay.noise import noise_factors
 from router.selection.estimate import pixel_scale
 from router.selection.types import BackendView
 from router.simulator.gpu import CUDA_CONTEXT_MB, GpuMemory, OutOfMemoryError
+from router.simulator.timing import NOISE_SIGMA
 
 MB = 1024 * 1024
 
@@ -122,6 +123,7 @@ class Fleet:
         seed: int = 0,
         slowdown: float = 1.0,
         vram_mb: int | None = None,
+        noise_sigma: float = NOISE_SIGMA,
     ) -> None:
         if slowdown <= 0:
             raise ValueError(f"--slowdown must be > 0, got {slowdown}")
@@ -131,6 +133,7 @@ class Fleet:
         self.loop = loop
         self.seed = seed
         self.slowdown = slowdown
+        self.noise_sigma = noise_sigma
         self.gpus = {
             b.id: SimGpu(b, vram_mb if vram_mb is not None else b.vram_mb)
             for b in catalog.backends
@@ -170,7 +173,7 @@ class Fleet:
         backend_id: str,
         resident: bool,
     ) -> Timing:
-        noise = noise_factors(self.seed, request_index, attempt, model.id, tier)
+        noise = noise_factors(self.seed, request_index, attempt, model.id, tier, self.noise_sigma)
         backend = self.gpus[backend_id].backend
         return true_timing(model, steps, width, height, batch_size, backend, self.slowdown, noise, resident)
 

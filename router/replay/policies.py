@@ -17,11 +17,14 @@ cap holds, and the model fits the backend's VRAM as the catalog declares it.
   its declared VRAM fits, fewest pinned models first, catalog order on ties); the tier is the
   highest the model has at or below the requested one.
 - `oracle`: knows every true duration (and the true VRAM of each card). For each request, on
-  arrival, it picks the highest-quality candidate whose TRUE finish, behind the real queue, meets
-  the deadline (the earliest finish when none does). A per-request greedy clairvoyant bound, not a
-  global optimum: it never holds a GPU back for a later request, so on some traces a policy can
-  beat it on some figure; it is the reference for "as good as knowing the future, one request at
-  a time".
+  arrival, it picks among the candidates whose TRUE finish, behind the real queue, meets the
+  deadline the one with the highest quality - price x true GPU seconds (the earliest finish when
+  none is in time). Price 0 is the plain greedy "best quality that makes it"; a positive price
+  spends less GPU time per request and so leaves room for the next ones. Replay runs the oracle at
+  each price of ORACLE_PRICES and keeps, in hindsight, the one with the best deadline hit rate x
+  mean quality. Still a per-request greedy clairvoyant bound, not a global optimum (it never holds a
+  GPU back for a known later request), so on some trace a policy can beat it on some figure; it is
+  the reference for "as good as knowing every duration, one request at a time".
 """
 
 from __future__ import annotations
@@ -228,8 +231,15 @@ def static_map(catalog: Catalog, backend_ids: list[str]) -> tuple[dict[str, Mode
     return model_for, backend_for
 
 
+ORACLE_PRICES: tuple[float, ...] = (0.0, 0.25, 1.0, 4.0, 1000.0)  # quality points per GPU second
+
+
 class Oracle(Baseline):
     name = "oracle"
+
+    def __init__(self, world: World, price: float = 0.0) -> None:
+        super().__init__(world)
+        self.price = price
 
     def allowed(self, need: Need, c: Candidate) -> bool:
         # It knows the true VRAM of every card: no OOM, and nothing the catalog alone would refuse.
@@ -237,9 +247,10 @@ class Oracle(Baseline):
 
     def choose(self, index: int, need: Need, eligible: list[Candidate]) -> Candidate | None:
         fleet = self.world.fleet
-        due = self.world.loop.now + need.deadline_s
+        now = self.world.loop.now
+        due = now + need.deadline_s
         projected = {b: fleet.projected(b) for b in {c.view.backend.id for c in eligible}}
-        finishes: list[tuple[Candidate, float]] = []
+        options: list[tuple[Candidate, float, float]] = []  # (candidate, true finish, true GPU seconds)
         for c in eligible:
             free_at, memory = projected[c.view.backend.id]
             timing = fleet.timing_of(
@@ -254,8 +265,11 @@ class Oracle(Baseline):
                 c.view.backend.id,
                 resident=memory.is_loaded(c.model.id),
             )
-            finishes.append((c, max(free_at, self.world.loop.now) + timing.total_s))
-        in_time = [(c, f) for c, f in finishes if f <= due + 1e-9]
+            options.append((c, max(free_at, now) + timing.total_s, timing.total_s))
+        in_time = [o for o in options if o[1] <= due + 1e-9]
         if in_time:
-            return max(in_time, key=lambda cf: (cf[0].quality, -cf[1], -self.rank(cf[0])))[0]
-        return min(finishes, key=lambda cf: (cf[1], -cf[0].quality, self.rank(cf[0])))[0]
+            return max(
+                in_time,
+                key=lambda o: (o[0].quality - self.price * o[2], o[0].quality, -o[1], -self.rank(o[0])),
+            )[0]
+        return min(options, key=lambda o: (o[1], -o[0].quality, self.rank(o[0])))[0]
