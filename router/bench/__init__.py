@@ -6,6 +6,7 @@ Sections (each `run(quick) -> dict` with its figures, goal and whether it is met
   run_overhead   what /select-and-run adds over submitting the same graph to ComfyUI directly
   monitor        CPU share of the vram_monitor at 1 Hz (8 fake GPUs, 2 backends, SQLite)
   grafana_query  the GPU and VRAM dashboard's heaviest panel over 30 days on PostgreSQL
+  load           500 concurrent /select-and-run jobs through gunicorn on simulators: errors, overhead, RSS
 
 A section that cannot run (no PostgreSQL, no gcc...) is reported as failed and the others go on;
 the exit status is then 1.
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router.bench import calibration, grafana_query, http_select, monitor_cpu, run_overhead, selection
+from router.bench import calibration, grafana_query, http_select, load, monitor_cpu, run_overhead, selection
 from router.bench.report import markdown
 
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -34,6 +35,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "monitor": monitor_cpu.run,
     "grafana_query": grafana_query.run,
     "calibration": calibration.run,
+    "load": load.run,
 }
 
 
