@@ -7,6 +7,7 @@ Sections (each `run(quick) -> dict` with its figures, goal and whether it is met
   monitor        CPU share of the vram_monitor at 1 Hz (8 fake GPUs, 2 backends, SQLite)
   grafana_query  the GPU and VRAM dashboard's heaviest panel over 30 days on PostgreSQL
   load           500 concurrent /select-and-run jobs through gunicorn on simulators: errors, overhead, RSS
+  replay         trace replay: every policy at loads 0.8 and 1.2 and on a low-VRAM fleet; the issue's goals
 
 A section that cannot run (no PostgreSQL, no gcc...) is reported as failed and the others go on;
 the exit status is then 1.
@@ -25,7 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router.bench import calibration, grafana_query, http_select, load, monitor_cpu, run_overhead, selection
+from router.bench import (
+    calibration,
+    grafana_query,
+    http_select,
+    load,
+    monitor_cpu,
+    replay,
+    run_overhead,
+    selection,
+)
 from router.bench.report import markdown
 
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -36,6 +46,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "grafana_query": grafana_query.run,
     "calibration": calibration.run,
     "load": load.run,
+    "replay": replay.run,
 }
 
 
