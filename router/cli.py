@@ -67,6 +67,14 @@ def _simulate(argv: list[str]) -> int:
         from router.replay.cli import main as replay_main
 
         return int(replay_main(argv))
+    if argv[:1] in (["-h"], ["--help"]):
+        print(
+            "usage: comfy-router simulate {serve,trace,replay} [options]  (each takes --help)\n"
+            "  serve   a simulated ComfyUI backend\n"
+            "  trace   generate a request trace (JSON Lines)\n"
+            "  replay  replay a trace through the router and the baselines on a virtual clock"
+        )
+        return 0
     from router.simulator.__main__ import main as simulate_main
 
     return int(simulate_main(argv))
