@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from router.catalog import CatalogError, load_catalog
 from router.catalog.schema import Catalog
-from router.replay import capacity
+from router.replay import capacity, generate
 from router.replay.generate import ARRIVALS, TraceSpec, generate_trace
 from router.replay.run import POLICIES, PolicyRun, ReplayOptions, replay_policy, result_json
 from router.replay.scenarios import URGENCY_MIXES
@@ -41,6 +41,8 @@ def trace_main(argv: list[str]) -> int:
         prog=prog,
         description="Generate a trace (JSON Lines, one request a line) for `simulate replay`.",
         epilog=(capacity.__doc__ or "")
+        + "\n"
+        + (generate.__doc__ or "")
         + "\nUrgency mixes: "
         + "; ".join(f"{k}: {dict(v)}" for k, v in URGENCY_MIXES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
