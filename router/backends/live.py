@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from router.catalog.schema import Backend, Catalog
 from router.clock import Clock
-from router.comfyui.protocol import QueueState, SystemStats
+from router.comfyui.protocol import DeviceStats, QueueState, SystemStats
 from router.selection.types import BackendView
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class BackendHealth:
     fetched_at_s: float | None = None
     vram_total_mb: int | None = None
     vram_free_mb: int | None = None
+    vram_reclaimable_mb: int | None = None  # torch's allocated memory: cached models, evicted on demand
     queue_running: int | None = None
     queue_pending: int | None = None
     device_name: str | None = None
@@ -78,14 +79,15 @@ class LiveBackendState:
         self._health: dict[str, BackendHealth] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend-state")
+        self._inflight: dict[str, Future[None]] = {}  # backend id -> the refresh under way
 
     # --- what the selector sees -------------------------------------------------------------
 
     def snapshot(self, catalog: Catalog) -> list[BackendView]:
         backends = [b for b in catalog.backends if b.enabled]
-        stale = [b for b in backends if self._needs_refresh(b.id)]
-        if stale:
-            list(self._pool.map(lambda b: self._refresh(catalog, b), stale))
+        refreshes = [self._refresh_shared(catalog, b) for b in backends if self._needs_refresh(b.id)]
+        for done in refreshes:
+            done.result()
         with self._lock:
             return [self._view(b, self._health.setdefault(b.id, BackendHealth())) for b in backends]
 
@@ -100,6 +102,7 @@ class LiveBackendState:
             healthy=healthy,
             unhealthy_reason=None if healthy else (h.last_error or "in cooldown after a failure"),
             vram_free_mb=h.vram_free_mb,
+            vram_reclaimable_mb=h.vram_reclaimable_mb,
             loaded_model=h.loaded_model,
             queue_s=queued * h.mean_run_s,
             missing=dict(h.missing),
@@ -116,6 +119,23 @@ class LiveBackendState:
             if h.cooldown_until_s is not None and now < h.cooldown_until_s:
                 return False  # no traffic to a backend in cooldown
             return now - h.fetched_at_s >= self.ttl_s
+
+    def _refresh_shared(self, catalog: Catalog, b: Backend) -> Future[None]:
+        """The refresh of `b` under way, else a new one: however many requests find a backend stale
+        at once, it is read once. (Each used to read it itself: under the load bench's 500 jobs at
+        once, every request thread read /system_stats and /queue, whose listing grows with the load.)"""
+        with self._lock:
+            running = self._inflight.get(b.id)
+            if running is None:
+                running = self._inflight[b.id] = self._pool.submit(self._refresh_then_release, catalog, b)
+            return running
+
+    def _refresh_then_release(self, catalog: Catalog, b: Backend) -> None:
+        try:
+            self._refresh(catalog, b)
+        finally:
+            with self._lock:
+                self._inflight.pop(b.id, None)  # only this refresh can be registered for b.id now
 
     def _refresh(self, catalog: Catalog, b: Backend) -> None:
         client = self._client_for(b)
@@ -138,6 +158,7 @@ class LiveBackendState:
             device = stats.devices[0] if stats.devices else None
             h.vram_total_mb = int(device.vram_total_bytes / MB) if device else None
             h.vram_free_mb = int(device.vram_free_bytes / MB) if device else None
+            h.vram_reclaimable_mb = _reclaimable_mb(device)
             h.device_name = device.name if device else None
             h.simulated = bool(h.device_name and "simulat" in h.device_name.lower())
             h.queue_running = len(queue.running)
@@ -198,6 +219,7 @@ class LiveBackendState:
                 else min(h.vram_free_mb, vram_needed_mb - 1)
             )
             h.loaded_model = None
+            h.vram_reclaimable_mb = 0  # nothing more to evict, as far as we know, until re-read
 
     def _mark_healthy(self, h: BackendHealth) -> None:
         h.healthy = True
@@ -229,6 +251,7 @@ class LiveBackendState:
                         "cooldown_remaining_s": cooldown_left,
                         "vram_total_mb": h.vram_total_mb if h.vram_total_mb is not None else b.vram_mb,
                         "vram_free_mb": h.vram_free_mb,
+                        "vram_reclaimable_mb": h.vram_reclaimable_mb,
                         "queue_running": h.queue_running,
                         "queue_pending": h.queue_pending,
                         "loaded_model": h.loaded_model,
@@ -240,3 +263,12 @@ class LiveBackendState:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _reclaimable_mb(device: DeviceStats | None) -> int | None:
+    """Memory torch has allocated on the card: the models ComfyUI keeps cached (and, while a prompt
+    runs, its working memory, which is free again before a queued prompt starts). ComfyUI unloads
+    cached models to make room for another one, so the selector counts it as available."""
+    if device is None or device.type == "cpu":
+        return None  # a CPU device reports RAM
+    return max(0, int((device.torch_vram_total_bytes - device.torch_vram_free_bytes) / MB))
