@@ -63,10 +63,16 @@ def vram_needed_mb(catalog: Catalog, model: Model) -> int:
 
 
 def vram_available_mb(catalog: Catalog, view: BackendView) -> int:
-    """Free VRAM plus what the model loaded there holds: ComfyUI evicts it for a switch."""
+    """Free VRAM plus what cached models hold: ComfyUI evicts them to load another model.
+
+    Without a reading of the cached models' memory, the model loaded there is the one assumed
+    cached (a card holding several would then look fuller than it is to the selector)."""
     free = view.vram_free_mb if view.vram_free_mb is not None else view.backend.vram_mb
-    loaded = catalog.model(view.loaded_model) if view.loaded_model else None
-    reclaimable = loaded.vram_mb if loaded is not None else 0
+    if view.vram_reclaimable_mb is not None:
+        reclaimable = view.vram_reclaimable_mb
+    else:
+        loaded = catalog.model(view.loaded_model) if view.loaded_model else None
+        reclaimable = loaded.vram_mb if loaded is not None else 0
     return min(view.backend.vram_mb, free + reclaimable)
 
 

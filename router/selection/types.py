@@ -37,6 +37,9 @@ class BackendView:
     healthy: bool = True
     unhealthy_reason: str | None = None
     vram_free_mb: int | None = None  # None: unknown, the catalog's vram_mb is assumed free
+    # VRAM held by models ComfyUI keeps cached and evicts on demand for another model (torch's
+    # allocated memory on the card). None: unknown, only `loaded_model`'s size is assumed reclaimable.
+    vram_reclaimable_mb: int | None = None
     loaded_model: str | None = None  # the model ComfyUI last ran there (kept in VRAM)
     queue_s: float = 0.0  # expected wait before a new prompt starts
     # (model id, workflow template) -> what this backend lacks to run it (node classes, model files)

@@ -155,17 +155,11 @@ def test_unknown_policy_is_refused(catalog: Catalog) -> None:
         replay(catalog, TINY, ["random"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known router bug found by replay: router.selection.estimate.vram_available_mb counts only the "
-        "model the router last ran as reclaimable, while ComfyUI (and the simulator) keep every cached "
-        "model resident and evict them on demand; once a card holds several models the router refuses "
-        "it for good (nothing runs there again, so nothing is evicted)"
-    ),
-)
 def test_the_router_is_not_locked_out_of_a_card_holding_cached_models(catalog: Catalog) -> None:
-    """Every purpose has a model that fits an empty A100, so no request should be refused for VRAM."""
+    """Every purpose has a model that fits an empty A100, so no request should be refused for VRAM.
+
+    Found by replay: the selector once counted only the last-run model as reclaimable, so a card
+    holding several cached models was refused for good (nothing ran there, nothing was evicted)."""
     trace = generate_trace(catalog, TraceSpec(load=0.8, seed=1, requests=1000))
     run = replay_policy(catalog, trace, "router", ReplayOptions(seed=0))
     refused_for_vram = [

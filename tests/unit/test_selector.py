@@ -110,6 +110,24 @@ CASES = [
         chosen=("small", "high", "a"),  # and small is warm there
     ),
     Case(
+        "cached-models-reported-by-comfyui-are-reclaimable",
+        # Several models cached on a: little is free, but ComfyUI evicts them all for big.
+        Need("text-to-image", 600),
+        overrides={"a": {"vram_free_mb": 2_000, "vram_reclaimable_mb": 21_000, "loaded_model": "small"}},
+        chosen=("big", "high", "a"),
+    ),
+    Case(
+        "a-reclaimable-reading-wins-over-the-loaded-model-guess",
+        # After an OOM the router believes nothing more can be evicted until it reads the card again.
+        Need("text-to-image", 600),
+        overrides={"a": {"vram_free_mb": 2_000, "vram_reclaimable_mb": 0, "loaded_model": "small"}},
+        chosen=("small", "high", "b"),
+        rejected_with={
+            ("big", "high", "a"): "vram_insufficient",
+            ("small", "high", "a"): "vram_insufficient",
+        },
+    ),
+    Case(
         "queue-wait-counts-against-the-deadline",
         Need("text-to-image", 25),
         overrides={"a": {"queue_s": 10.0}},
