@@ -9,10 +9,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.limits.config import LimitsSettings
 
-from router.limits.config import LimitsSettings
-
-from router.limits.config import LimitsSettings
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
@@ -49,10 +45,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("COMFY_ROUTER_CALLBACK_HOSTS", "callback_hosts_csv"),
         description="Comma-separated host names that callback_url may point at (empty: callbacks refused).",
     )
-    # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
-    limits: LimitsSettings = Field(default_factory=LimitsSettings)
-    # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
-    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    stall_min_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("COMFY_ROUTER_STALL_MIN_S", "stall_min_s"),
+        description="A running prompt with no progress for this long (or twice its estimate, if longer)"
+        " is taken for a hung backend: cooldown and failover.",
+    )
     # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     migrate_on_start: bool = Field(

@@ -23,12 +23,7 @@ from router.catalog.store import CatalogStore
 from router.clock import Clock, SystemClock
 from router.comfyui import ComfyUIClient
 from router.db.database import Database
-from router.limits import http as limits_http
-from router.limits.capped_state import CappedBackendState
-from router.limits.quotas import QuotaGate
-from router.limits import http as limits_http
-from router.limits.capped_state import CappedBackendState
-from router.limits.quotas import QuotaGate
+from router.db.spool_writer import DurableWriter
 from router.limits import http as limits_http
 from router.limits.capped_state import CappedBackendState
 from router.limits.quotas import QuotaGate
@@ -66,12 +61,13 @@ def create_app(
     clients = client_for or _client_pool()
     templates = TemplateRegistry()
     runner = None
+    writes = None
     outputs = OutputStore(settings.data_dir)
     metrics = RouterMetrics()
     quotas = QuotaGate(settings.limits, database, clock)
-    quotas = QuotaGate(settings.limits, database, clock)
-    quotas = QuotaGate(settings.limits, database, clock)
     if backend_state is None:
+        writes = DurableWriter(database, settings.data_dir / "spool")
+        metrics.add_spool_gauges(writes.depth, writes.dead_count)
         live = LiveBackendState(clients, clock, support_check=support_checker(templates))
         backend_state = live
         runner = JobRunner(
@@ -84,14 +80,10 @@ def create_app(
             outputs=outputs,
             metrics=metrics,
             quotas=quotas,
-            quotas=quotas,
-            quotas=quotas,
+            writes=writes,
+            stall_min_s=settings.stall_min_s,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
-    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
-        backend_state = CappedBackendState(backend_state, quotas)
-    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
-        backend_state = CappedBackendState(backend_state, quotas)
     if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
         backend_state = CappedBackendState(backend_state, quotas)
     app = Flask("router")
@@ -107,9 +99,8 @@ def create_app(
         outputs=outputs,
         simulated=simulated,
         quotas=quotas,
-        quotas=quotas,
-        quotas=quotas,
         metrics=metrics,
+        writes=writes,
     )
     require_api_key(app, Authenticator(parse_keys(settings.api_keys), database))
     limits_http.register(app)

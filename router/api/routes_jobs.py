@@ -11,15 +11,15 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from router.api.body import parse_body
-from router.api.deciding import decide, raise_if_nothing_chosen, record
+from router.api.body import parse_body, redacted
+from router.api.deciding import Decided, decide, raise_if_nothing_chosen
 from router.api.errors import ApiError, field_error
 from router.api.schemas import FeedbackRequest, JobOut, SelectAndRunRequest
 from router.api.services import Services, services
+from router.db.jobs import selection_values
 from router.db.models import Feedback, Job, ModelUsageLog
-from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts, update_job
-from router.limits.http import admit_run, hand_off
-from router.limits.http import admit_run, hand_off
+from router.db.spool_writer import is_unavailable
+from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts
 from router.limits.http import admit_run, hand_off
 from router.runs.render import missing_request_fields
 from router.runs.runner import JobSpec
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
 
 IMAGE_SLOTS = {"images": "image", "face_image": "face_image", "mask": "mask"}
+# On a job answered from this process's memory because its rows are not in the database yet
+# (spooled while the database is down): "false". Absent on answers read from the database.
+PERSISTED_HEADER = "X-Comfy-Router-Persisted"
 
 
 @bp.post("/select-and-run")
@@ -42,15 +45,13 @@ def select_and_run() -> tuple[Response, int]:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise field_error("Idempotency-Key", "must be 1 to 255 characters")
-    if key is not None and (existing := job_by_idempotency_key(svc.database, key)) is not None:
+    if key is not None and (existing := _job_by_key(svc, key)) is not None:
         return _existing(svc, existing, req.wait)
     _check_callback(svc, req.callback_url)
     req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
-    req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
-    req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
     d = decide(svc, req)
     try:
-        record(svc, req, d, status="queued", idempotency_key=key)
+        _record_queued(svc, req, d, key)
     except IntegrityError:
         # Another request (maybe another router process) took this key first: answer its job.
         existing = job_by_idempotency_key(svc.database, key or "")
@@ -74,22 +75,64 @@ def select_and_run() -> tuple[Response, int]:
         front=urgency == "realtime",
         client_id=req.client_id,
         on_done=hand_off(),
-        client_id=req.client_id,
-        on_done=hand_off(),
-        client_id=req.client_id,
-        on_done=hand_off(),
     )
     if not req.wait:
         runner.submit(spec).add_done_callback(lambda _f: _callback(svc, job_id, req.callback_url))
-        return jsonify(job_view(svc, job_id)), 202
+        return _job_answer(svc, job_id), 202
     runner.run(spec)
     _callback(svc, job_id, req.callback_url)
-    return jsonify(job_view(svc, job_id)), 200
+    return _job_answer(svc, job_id), 200
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    return jsonify(job_view(services(), job_id))
+    return _job_answer(services(), job_id)
+
+
+def _job_answer(svc: Services, job_id: str) -> Response:
+    view, persisted = job_view_persisted(svc, job_id)
+    response = jsonify(view)
+    if not persisted:
+        response.headers[PERSISTED_HEADER] = "false"
+    return response
+
+
+def _record_queued(svc: Services, req: SelectAndRunRequest, d: Decided, key: str | None) -> None:
+    """The job's row, through the durable writer: spooled to local disk if the database is down."""
+    assert svc.writes is not None  # built with the runner
+    svc.writes.insert_job(
+        selection_values(
+            job_id=d.job_id,
+            created_at=svc.clock.now(),
+            request=redacted(req),
+            urgency=d.urgency,
+            decision=d.decision.model_dump(mode="json", exclude={"candidates"}),
+            selection=d.selection,
+            status="queued",
+            idempotency_key=key,
+        )
+    )
+
+
+def _job_by_key(svc: Services, key: str) -> Job | None:
+    """The job holding an Idempotency-Key: in memory (maybe not persisted yet), else in the database.
+    While the database is down a key not in memory cannot be checked: refused (503) rather than
+    risk running the same request twice."""
+    job_id = svc.writes.job_id_for_key(key) if svc.writes is not None else None
+    found = svc.writes.view(job_id) if svc.writes is not None and job_id is not None else None
+    if found is not None:
+        return found[0]
+    try:
+        return job_by_idempotency_key(svc.database, key)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the database is unreachable, so this Idempotency-Key cannot be checked against earlier"
+            " requests; retry later (or send the request without the key)",
+        ) from exc
 
 
 @bp.get("/jobs/<job_id>/outputs/<int:index>")
@@ -142,8 +185,13 @@ def backends() -> Response:
 
 
 def job_view(svc: Services, job_id: str) -> dict[str, Any]:
-    # No job id holds a NUL, and PostgreSQL refuses one in a text parameter: not found, not a 500.
-    found = None if "\x00" in job_id else job_with_attempts(svc.database, job_id)
+    return job_view_persisted(svc, job_id)[0]
+
+
+def job_view_persisted(svc: Services, job_id: str) -> tuple[dict[str, Any], bool]:
+    """The Job answer, and whether it was read from the database (False: from this process's
+    memory, for a job whose writes wait in the spool or while the database is down)."""
+    found, persisted = _find_job(svc, job_id)
     if found is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     job, attempts = found
@@ -170,7 +218,27 @@ def job_view(svc: Services, job_id: str) -> dict[str, Any]:
         "decision": job.decision,
     }
     # Through the answer model, so the OpenAPI document and the answers cannot drift apart.
-    return JobOut.model_validate(view).model_dump(mode="json", exclude_none=False)
+    return JobOut.model_validate(view).model_dump(mode="json", exclude_none=False), persisted
+
+
+def _find_job(svc: Services, job_id: str) -> tuple[tuple[Job, list[ModelUsageLog]] | None, bool]:
+    # No job id holds a NUL, and PostgreSQL refuses one in a text parameter: not found, not a 500.
+    if "\x00" in job_id:
+        return None, True
+    writes = svc.writes
+    if writes is not None and writes.pending(job_id):
+        return writes.view(job_id), False
+    try:
+        return job_with_attempts(svc.database, job_id), True
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        remembered = writes.view(job_id) if writes is not None else None
+        if remembered is None:
+            raise ApiError(
+                503, "database_unavailable", f"the database is unreachable; job {job_id} cannot be read now"
+            ) from exc
+        return remembered, False
 
 
 def _attempt_view(a: ModelUsageLog) -> dict[str, Any]:
@@ -209,7 +277,8 @@ def _check_inputs_for(svc: Services, job_id: str, rung: Candidate, req: SelectAn
     missing = missing_request_fields(runner_templates(svc), rung, req.purpose, given)
     if missing:
         message = f"the {rung.model.workflow} workflow of {rung.model.id} needs {', '.join(missing)}"
-        update_job(svc.database, job_id, status="failed", error=message, finished_at=svc.clock.now())
+        assert svc.writes is not None  # built with the runner
+        svc.writes.update_job(job_id, status="failed", error=message, finished_at=svc.clock.now())
         raise ApiError(
             422, "validation_error", message, [{"field": f, "message": "required"} for f in missing]
         )

@@ -19,8 +19,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from contextlib import nullcontext
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +29,7 @@ from router.catalog.store import CatalogStore
 from router.clock import Clock
 from router.comfyui import (
     ComfyUIClient,
+    ComfyUIError,
     ConnectionRefused,
     ExecutionFailed,
     HttpError,
@@ -44,9 +43,8 @@ from router.comfyui import (
     TimedOut,
 )
 from router.db.database import Database
-from router.db.usage import AttemptStart, finish_attempt, start_attempt, update_job
-from router.limits.quotas import QuotaGate
-from router.limits.quotas import QuotaGate
+from router.db.spool_writer import DurableWriter
+from router.db.usage import AttemptStart
 from router.limits.quotas import QuotaGate
 from router.runs import degrade
 from router.runs.outputs import OutputStore
@@ -73,10 +71,6 @@ class JobSpec:
     seed: int
     output: str  # "url" or "base64"
     front: bool = False
-    client_id: str | None = None  # whose quotas and spend caps (router/limits)
-    on_done: Callable[[], None] | None = None  # called once when the job ends: gives quota holds back
-    client_id: str | None = None  # whose quotas and spend caps (router/limits)
-    on_done: Callable[[], None] | None = None  # called once when the job ends: gives quota holds back
     client_id: str | None = None  # whose quotas and spend caps (router/limits)
     on_done: Callable[[], None] | None = None  # called once when the job ends: gives quota holds back
 
@@ -112,13 +106,14 @@ class JobRunner:
         metrics: RouterMetrics | None = None,
         max_workers: int = 16,
         quotas: QuotaGate | None = None,
-        quotas: QuotaGate | None = None,
-        quotas: QuotaGate | None = None,
+        writes: DurableWriter | None = None,
+        stall_min_s: float = 30.0,
     ) -> None:
         self.metrics = metrics
         self.quotas = quotas  # running attempts per backend and spend per day (router/limits)
-        self.quotas = quotas  # running attempts per backend and spend per day (router/limits)
-        self.quotas = quotas  # running attempts per backend and spend per day (router/limits)
+        # Job and attempt rows go through `writes`: spooled to local disk while the database is down.
+        self.writes = writes or DurableWriter(database)
+        self.stall_min_s = stall_min_s
         self.catalogs = catalogs
         self.db = database
         self.state = state
@@ -209,7 +204,7 @@ class JobRunner:
         catalog = self.catalogs.current
         t0 = self.clock.monotonic()
         deadline_at, hard_stop_at = degrade.deadline_window(t0, spec.need.deadline_s)
-        update_job(self.db, spec.job_id, status="running")
+        self.writes.update_job(spec.job_id, status="running")
         rung: Candidate | None = spec.first
         tried: set[tuple[str, str, str]] = set()
         cost_usd = 0.0
@@ -285,7 +280,7 @@ class JobRunner:
         watch = self._watch_for(catalog, spec, rung, budget_s)
         prompt_id = str(uuid.uuid4())
         row = replace(self._attempt_row(spec, rung, attempt_no, started_at, degraded), prompt_id=prompt_id)
-        attempt_id = start_attempt(self.db, row)
+        self.writes.start_attempt(row)
         holder: dict[str, Candidate | None] = {"next": None}
 
         def on_progress(p: Progress) -> bool:
@@ -295,39 +290,99 @@ class JobRunner:
                 return False
             return self._worth_degrading(catalog, spec, rung, watch, tried, deadline_at, holder)
 
-        execution = client.start(graph, prompt_id=prompt_id, front=spec.front)
-        control.execution = execution
         try:
-            outcome = execution.wait(
-                timeout_s=max(0.1, hard_stop_at - self.clock.monotonic()), on_progress=on_progress
+            execution = client.start(graph, prompt_id=prompt_id, front=spec.front)
+            control.execution = execution
+            try:
+                outcome, stalled_s = self._wait(execution, rung, hard_stop_at, on_progress)
+                if isinstance(outcome, TimedOut):
+                    _cancel_quietly(execution)
+            finally:
+                control.execution = None
+                execution.close()
+            result = self._classify(outcome, rung, watch, holder["next"], control, degraded, stalled_s)
+            if result.outcome in ("ok", "degraded") and isinstance(outcome, Succeeded):
+                result = self._fetch_images(client, rung, outcome, result)
+            self._learn(rung, outcome, watch)
+        except Exception as exc:  # a bug must not leave the attempt row `running` for ever
+            self._close_attempt(
+                spec, rung, attempt_no, AttemptResult("backend_error", f"internal error: {exc}")
             )
-            if isinstance(outcome, TimedOut):
-                execution.cancel()
-        finally:
-            control.execution = None
-            execution.close()
-        result = self._classify(outcome, rung, watch, holder["next"], control, degraded)
-        if result.outcome in ("ok", "degraded"):
-            result.images = (
-                [client.fetch_image(ref) for ref in outcome.images] if isinstance(outcome, Succeeded) else []
-            )
-        self._learn(rung, outcome, watch)
+            raise
         gpu_s = _gpu_seconds(outcome)
         cost = backend.usd_per_hour * gpu_s / 3600.0 if gpu_s is not None else 0.0
+        self._close_attempt(spec, rung, attempt_no, result, actual_s=_duration(outcome), cost_usd=cost)
+        return result, cost
+
+    def _wait(
+        self,
+        execution: Any,
+        rung: Candidate,
+        hard_stop_at: float,
+        on_progress: Callable[[Progress], bool],
+    ) -> tuple[Outcome, float | None]:
+        """Wait for the prompt until the hard stop, but give up on a backend that has gone silent:
+        once the prompt runs, no event of it for `stall_s` (twice the whole rung's estimate, at
+        least `stall_min_s`) means a hung backend (socket open, nothing moving). Before it runs,
+        only the hard stop applies: a prompt may wait its turn in ComfyUI's queue.
+        Returns the outcome and, for a stall, the seconds of silence."""
+        stall_s = max(self.stall_min_s, 2.0 * rung.estimate.total_s)
+        last_event = [self.clock.monotonic()]
+
+        def tracked(p: Progress) -> bool:
+            last_event[0] = self.clock.monotonic()
+            return on_progress(p)
+
+        while True:
+            now = self.clock.monotonic()
+            # Waiting in slices: a prompt that has not started yet is only looked at again.
+            quiet_until = last_event[0] + stall_s if execution.started else now + stall_s
+            until = min(hard_stop_at, quiet_until)
+            outcome: Outcome = execution.wait(timeout_s=max(0.1, until - now), on_progress=tracked)
+            if not isinstance(outcome, TimedOut):
+                return outcome, None
+            now = self.clock.monotonic()
+            if now >= hard_stop_at - 0.05:
+                return outcome, None
+            silent_s = now - last_event[0]
+            if execution.started and silent_s >= stall_s:
+                return outcome, silent_s
+
+    def _fetch_images(
+        self, client: ComfyUIClient, rung: Candidate, outcome: Succeeded, result: AttemptResult
+    ) -> AttemptResult:
+        try:
+            result.images = [client.fetch_image(ref) for ref in outcome.images]
+        except ComfyUIError as exc:  # it ran, but its images cannot be read: not a success
+            reason = f"finished but its images could not be fetched: {exc}"
+            self.state.record_failure(rung.view.backend.id, reason)
+            return AttemptResult("backend_error", reason)
+        return result
+
+    def _close_attempt(
+        self,
+        spec: JobSpec,
+        rung: Candidate,
+        attempt_no: int,
+        result: AttemptResult,
+        *,
+        actual_s: float | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """The attempt's row gets its end, and the attempts counter its outcome (one per row)."""
         ok = result.outcome in ("ok", "degraded")
         if self.metrics is not None:
-            self.metrics.attempts.labels(rung.model.id, backend.id, result.outcome).inc()
-        finish_attempt(
-            self.db,
-            attempt_id,
+            self.metrics.attempts.labels(rung.model.id, rung.view.backend.id, result.outcome).inc()
+        self.writes.finish_attempt(
+            spec.job_id,
+            attempt_no,
             finished_at=self.clock.now(),
-            actual_s=_duration(outcome),
+            actual_s=actual_s,
             outcome=result.outcome,
             error=result.error,
-            cost_usd=round(cost, 8),
+            cost_usd=round(cost_usd, 8),
             hosted_usd=(rung.model.hosted_usd_per_image or 0.0) * spec.need.batch_size if ok else None,
         )
-        return result, cost
 
     def _watch_for(self, catalog: Catalog, spec: JobSpec, rung: Candidate, budget_s: float) -> StepWatch:
         return degrade.watch_for(catalog, spec.need, rung, budget_s)
@@ -372,7 +427,12 @@ class JobRunner:
         next_rung: Candidate | None,
         control: RunControl,
         degraded: bool,
+        stalled_s: float | None = None,
     ) -> AttemptResult:
+        if isinstance(outcome, TimedOut) and stalled_s is not None:
+            reason = f"backend hung: no progress for {stalled_s:.1f} s with the prompt running; cancelled"
+            self.state.record_failure(rung.view.backend.id, reason)
+            return AttemptResult("timeout", reason)
         if isinstance(outcome, Succeeded):
             return AttemptResult("degraded" if degraded else "ok", None)
         if isinstance(outcome, Interrupted):
@@ -447,18 +507,10 @@ class JobRunner:
         self, spec: JobSpec, rung: Candidate, attempt_no: int, degraded: bool, error: str
     ) -> AttemptResult:
         now = self.clock.now()
-        attempt_id = start_attempt(self.db, self._attempt_row(spec, rung, attempt_no, now, degraded))
-        finish_attempt(
-            self.db,
-            attempt_id,
-            finished_at=now,
-            actual_s=0.0,
-            outcome="invalid",
-            error=error,
-            cost_usd=0.0,
-            hosted_usd=None,
-        )
-        return AttemptResult("invalid", error)
+        self.writes.start_attempt(self._attempt_row(spec, rung, attempt_no, now, degraded))
+        result = AttemptResult("invalid", error)
+        self._close_attempt(spec, rung, attempt_no, result, actual_s=0.0)
+        return result
 
     def _succeed(
         self, spec: JobSpec, rung: Candidate, result: AttemptResult, cost_usd: float, deadline_at: float
@@ -495,33 +547,9 @@ class JobRunner:
         except Exception:  # a lost spend record must not fail the job; the log says so
             log.exception("could not record the spend of job %s", spec.job_id)
 
-    def _spent(self, spec: JobSpec, rung: Candidate, outcome: str, gpu_usd: float) -> None:
-        """Quota hook: an attempt's GPU cost (and hosted-equivalent price when it produced the
-        image) counts against its client's and the global daily spend caps."""
-        if self.quotas is None:
-            return
-        ok = outcome in ("ok", "degraded")
-        hosted_usd = (rung.model.hosted_usd_per_image or 0.0) * spec.need.batch_size if ok else 0.0
-        try:
-            self.quotas.spent(spec.client_id, gpu_usd, hosted_usd)
-        except Exception:  # a lost spend record must not fail the job; the log says so
-            log.exception("could not record the spend of job %s", spec.job_id)
-
-    def _spent(self, spec: JobSpec, rung: Candidate, outcome: str, gpu_usd: float) -> None:
-        """Quota hook: an attempt's GPU cost (and hosted-equivalent price when it produced the
-        image) counts against its client's and the global daily spend caps."""
-        if self.quotas is None:
-            return
-        ok = outcome in ("ok", "degraded")
-        hosted_usd = (rung.model.hosted_usd_per_image or 0.0) * spec.need.batch_size if ok else 0.0
-        try:
-            self.quotas.spent(spec.client_id, gpu_usd, hosted_usd)
-        except Exception:  # a lost spend record must not fail the job; the log says so
-            log.exception("could not record the spend of job %s", spec.job_id)
-
     def _finish(self, job_id: str, status: str, *, urgency: str = "", **values: Any) -> None:
         values.setdefault("deadline_met", False if status != "succeeded" else None)
-        update_job(self.db, job_id, status=status, finished_at=self.clock.now(), **values)
+        self.writes.update_job(job_id, status=status, finished_at=self.clock.now(), **values)
         if self.metrics is not None:
             self.metrics.jobs.labels(status, urgency).inc()
             if values.get("degraded"):
@@ -550,3 +578,11 @@ def _failure_text(outcome: ConnectionRefused | HttpError | SocketDropped) -> str
     if isinstance(outcome, HttpError):
         return f"HTTP {outcome.status} from {outcome.url}: {outcome.body_excerpt[:200]}"
     return f"socket dropped after {outcome.duration_s:.1f} s: {outcome.reason}"
+
+
+def _cancel_quietly(execution: Any) -> None:
+    """Stop a timed-out prompt; a backend too far gone to answer is already being given up on."""
+    try:
+        execution.cancel()
+    except ComfyUIError as exc:
+        log.warning("cancelling %s failed: %s", execution.prompt_id, exc)
