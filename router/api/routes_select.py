@@ -13,6 +13,7 @@ from router.api.services import services
 from router.limits.http import check_request
 from router.limits.http import check_request
 from router.limits.http import check_request
+from router.limits.http import check_request
 
 log = logging.getLogger(__name__)
 bp = Blueprint("select", __name__)
@@ -22,6 +23,7 @@ bp = Blueprint("select", __name__)
 def post_select() -> tuple[Response, int]:
     req = parse_body(SelectRequest)
     svc = services()
+    req = check_request(svc, req)  # the acting client and its requests per minute (429)
     req = check_request(svc, req)  # the acting client and its requests per minute (429)
     req = check_request(svc, req)  # the acting client and its requests per minute (429)
     req = check_request(svc, req)  # the acting client and its requests per minute (429)

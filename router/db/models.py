@@ -327,3 +327,50 @@ class SpendAlert(Base):
     level: Mapped[str] = mapped_column(String(16))  # warning | paused
     spent_usd: Mapped[float] = mapped_column(Float)
     cap_usd: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An API key by its SHA-256 digest (the key itself is shown once, never stored), bound to a
+    client; `scopes` is space-separated (`client`, `admin`). Managed by `comfy-router keys`."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the key
+    client_id: Mapped[str] = mapped_column(String(128), index=True)
+    scopes: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcTime)
+
+
+class QuotaCounter(Base):
+    """One counter per (scope, subject, window start), updated by one atomic upsert so that every
+    router process sees the same count. scope: requests_min | images_day | gpu_usd_day |
+    hosted_usd_day | running; subject: `client:<id>`, `backend:<id>` or `global`."""
+
+    __tablename__ = "quota_counters"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UtcTime, primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UtcTime)
+
+
+class SpendAlert(Base):
+    """A spend cap's warning (share of the cap reached) or pause (cap reached): once per window."""
+
+    __tablename__ = "spend_alerts"
+    __table_args__ = (
+        Index("ux_spend_alerts_once", "subject", "kind", "window_start", "level", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcTime, index=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # gpu_usd | hosted_usd
+    window_start: Mapped[datetime] = mapped_column(UtcTime)
+    level: Mapped[str] = mapped_column(String(16))  # warning | paused
+    spent_usd: Mapped[float] = mapped_column(Float)
+    cap_usd: Mapped[float] = mapped_column(Float)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -12,10 +13,13 @@ from router.api.auth import acting_client
 from router.api.errors import error_response
 from router.api.schemas import SelectRequest
 from router.api.services import Services, services
+from router.db.models import Job
+from router.db.usage import job_by_idempotency_key
 from router.limits.quotas import Admission, QuotaRefused
 
 bp = Blueprint("limits", __name__)
 Req = TypeVar("Req", bound=SelectRequest)
+DUPLICATE_WAIT_S = 1.0  # a copy of the request records its job within milliseconds of admission
 
 
 def _bind(req: Req) -> Req:
@@ -31,14 +35,34 @@ def check_request(svc: Services, req: Req) -> Req:
     return req
 
 
-def admit_run(svc: Services, req: Req) -> Req:
+def admit_run(svc: Services, req: Req, idempotency_key: str | None = None) -> tuple[Req, Job | None]:
     """/select-and-run: also the spend caps, a running slot and the images of the day. What is
     taken is given back when the job ends (`hand_off`), or at the end of the request if it never
-    reached the runner (a refusal, an invalid input, a lost Idempotency-Key race)."""
+    reached the runner (a refusal, an invalid input, a lost Idempotency-Key race).
+
+    Copies of one request sent at once with the same Idempotency-Key each hold quota until one of
+    them records the job; a copy refused meanwhile answers that job instead of a 429 (second item)."""
     req = _bind(req)
-    if svc.quotas is not None:
+    if svc.quotas is None:
+        return req, None
+    try:
         g.admission = svc.quotas.admit_run(req.client_id, images=req.batch_size)
-    return req
+    except QuotaRefused:
+        existing = _job_for_key(svc, idempotency_key) if idempotency_key is not None else None
+        if existing is None:
+            raise
+        return req, existing
+    return req, None
+
+
+def _job_for_key(svc: Services, key: str) -> Job | None:
+    """The job of an Idempotency-Key, waiting up to DUPLICATE_WAIT_S for a copy to record it."""
+    end = svc.clock.monotonic() + DUPLICATE_WAIT_S
+    while True:
+        job = job_by_idempotency_key(svc.database, key)
+        if job is not None or svc.clock.monotonic() >= end:
+            return job
+        time.sleep(0.025)
 
 
 def hand_off() -> Callable[[], None] | None:
