@@ -21,7 +21,6 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _bench,
         "report": _report,
         "keys": _keys,
-        "keys": _keys,
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: comfy-router {" + ",".join(commands) + "} [options]  (each takes --help)")
@@ -108,12 +107,6 @@ def _report(argv: list[str]) -> int:
     from router.report.cli import main as report_main
 
     return int(report_main(argv))
-
-
-def _keys(argv: list[str]) -> int:
-    from router.limits.keys_cli import main as keys_main
-
-    return keys_main(argv)
 
 
 def _keys(argv: list[str]) -> int:

@@ -9,8 +9,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.limits.config import LimitsSettings
 
-from router.limits.config import LimitsSettings
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
@@ -54,8 +52,6 @@ class Settings(BaseSettings):
         description="A running prompt with no progress for this long (or twice its estimate, if longer)"
         " is taken for a hung backend: cooldown and failover.",
     )
-    # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
-    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     # Quotas, spend caps and concurrency limits (COMFY_ROUTER_REQUESTS_PER_MIN ... see router/limits).
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     migrate_on_start: bool = Field(

@@ -27,9 +27,6 @@ from router.db.spool_writer import DurableWriter
 from router.limits import http as limits_http
 from router.limits.capped_state import CappedBackendState
 from router.limits.quotas import QuotaGate
-from router.limits import http as limits_http
-from router.limits.capped_state import CappedBackendState
-from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
 from router.settings import Settings
@@ -68,7 +65,6 @@ def create_app(
     outputs = OutputStore(settings.data_dir)
     metrics = RouterMetrics()
     quotas = QuotaGate(settings.limits, database, clock)
-    quotas = QuotaGate(settings.limits, database, clock)
     if backend_state is None:
         writes = DurableWriter(database, settings.data_dir / "spool")
         metrics.add_spool_gauges(writes.depth, writes.dead_count)
@@ -84,13 +80,10 @@ def create_app(
             outputs=outputs,
             metrics=metrics,
             quotas=quotas,
-            quotas=quotas,
             writes=writes,
             stall_min_s=settings.stall_min_s,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
-    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
-        backend_state = CappedBackendState(backend_state, quotas)
     if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
         backend_state = CappedBackendState(backend_state, quotas)
     app = Flask("router")
@@ -105,7 +98,6 @@ def create_app(
         runner=runner,
         outputs=outputs,
         simulated=simulated,
-        quotas=quotas,
         quotas=quotas,
         metrics=metrics,
         writes=writes,

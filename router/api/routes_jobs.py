@@ -21,7 +21,6 @@ from router.db.models import Feedback, Job, ModelUsageLog
 from router.db.spool_writer import is_unavailable
 from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts
 from router.limits.http import admit_run, hand_off
-from router.limits.http import admit_run, hand_off
 from router.runs.render import missing_request_fields
 from router.runs.runner import JobSpec
 from router.selection import Candidate
@@ -52,7 +51,6 @@ def select_and_run() -> tuple[Response, int]:
     req, duplicate = admit_run(svc, req, key)  # the acting client and its quotas (429)
     if duplicate is not None:  # refused only while copies of this request held the quota
         return _existing(svc, duplicate, req.wait)
-    req = admit_run(svc, req)  # the acting client and its quotas (429); given back if nothing runs
     d = decide(svc, req)
     try:
         _record_queued(svc, req, d, key)
@@ -77,8 +75,6 @@ def select_and_run() -> tuple[Response, int]:
         seed=req.seed if req.seed is not None else secrets.randbelow(2**48),
         output=req.output,
         front=urgency == "realtime",
-        client_id=req.client_id,
-        on_done=hand_off(),
         client_id=req.client_id,
         on_done=hand_off(),
     )

@@ -11,9 +11,6 @@ from router.api.deciding import decide, raise_if_nothing_chosen, record
 from router.api.schemas import SelectRequest
 from router.api.services import services
 from router.limits.http import check_request
-from router.limits.http import check_request
-from router.limits.http import check_request
-from router.limits.http import check_request
 
 log = logging.getLogger(__name__)
 bp = Blueprint("select", __name__)
@@ -23,9 +20,6 @@ bp = Blueprint("select", __name__)
 def post_select() -> tuple[Response, int]:
     req = parse_body(SelectRequest)
     svc = services()
-    req = check_request(svc, req)  # the acting client and its requests per minute (429)
-    req = check_request(svc, req)  # the acting client and its requests per minute (429)
-    req = check_request(svc, req)  # the acting client and its requests per minute (429)
     req = check_request(svc, req)  # the acting client and its requests per minute (429)
     d = decide(svc, req)
     decision = d.decision

@@ -11,7 +11,6 @@ from router.backends.state import BackendStateProvider
 from router.catalog.store import CatalogStore
 from router.clock import Clock
 from router.db.database import Database
-from router.limits.quotas import QuotaGate
 from router.db.spool_writer import DurableWriter
 from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
@@ -30,7 +29,6 @@ class Services:
     runner: JobRunner | None = None
     outputs: OutputStore | None = None
     simulated: list[str] = field(default_factory=list)  # backend ids served by the built-in simulator
-    quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
     quotas: QuotaGate | None = None  # per-client quotas, spend caps, concurrency (router/limits)
     writes: DurableWriter | None = None  # job/usage writes, spooled while the database is down
 

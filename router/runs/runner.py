@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,7 +46,6 @@ from router.db.database import Database
 from router.db.spool_writer import DurableWriter
 from router.db.usage import AttemptStart
 from router.limits.quotas import QuotaGate
-from router.limits.quotas import QuotaGate
 from router.runs import degrade
 from router.runs.outputs import OutputStore
 from router.runs.reattach import claim_orphans, follow, runner_identity
@@ -73,8 +71,6 @@ class JobSpec:
     seed: int
     output: str  # "url" or "base64"
     front: bool = False
-    client_id: str | None = None  # whose quotas and spend caps (router/limits)
-    on_done: Callable[[], None] | None = None  # called once when the job ends: gives quota holds back
     client_id: str | None = None  # whose quotas and spend caps (router/limits)
     on_done: Callable[[], None] | None = None  # called once when the job ends: gives quota holds back
 
@@ -110,12 +106,10 @@ class JobRunner:
         metrics: RouterMetrics | None = None,
         max_workers: int = 16,
         quotas: QuotaGate | None = None,
-        quotas: QuotaGate | None = None,
         writes: DurableWriter | None = None,
         stall_min_s: float = 30.0,
     ) -> None:
         self.metrics = metrics
-        self.quotas = quotas  # running attempts per backend and spend per day (router/limits)
         self.quotas = quotas  # running attempts per backend and spend per day (router/limits)
         # Job and attempt rows go through `writes`: spooled to local disk while the database is down.
         self.writes = writes or DurableWriter(database)
@@ -540,18 +534,6 @@ class JobRunner:
             backend=rung.view.backend.id,
             degraded=rung.key != spec.first.key,
         )
-
-    def _spent(self, spec: JobSpec, rung: Candidate, outcome: str, gpu_usd: float) -> None:
-        """Quota hook: an attempt's GPU cost (and hosted-equivalent price when it produced the
-        image) counts against its client's and the global daily spend caps."""
-        if self.quotas is None:
-            return
-        ok = outcome in ("ok", "degraded")
-        hosted_usd = (rung.model.hosted_usd_per_image or 0.0) * spec.need.batch_size if ok else 0.0
-        try:
-            self.quotas.spent(spec.client_id, gpu_usd, hosted_usd)
-        except Exception:  # a lost spend record must not fail the job; the log says so
-            log.exception("could not record the spend of job %s", spec.job_id)
 
     def _spent(self, spec: JobSpec, rung: Candidate, outcome: str, gpu_usd: float) -> None:
         """Quota hook: an attempt's GPU cost (and hosted-equivalent price when it produced the
