@@ -23,7 +23,19 @@ _ERRORS = {
     "413": "Body or an image too large",
     "422": "A field is invalid, or no candidate can serve the request (details list every candidate)",
     "503": "No backend is available",
+    "401": "API keys are configured and the `Authorization: Bearer <key>` header is missing or wrong",
+    "403": "The key lacks the admin scope (/admin/*), or is bound to another client than client_id",
 }
+# Quotas (router/limits): rate_limited, quota_exceeded, concurrency_limited, spend_cap_reached.
+_LIMITED = {
+    "description": "A quota, spend cap or concurrency limit of the client is reached; details give"
+    " resets_at (ISO 8601, UTC) and retry_after_s, also sent as the Retry-After header",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+}
+
+
+def _limited(op: dict[str, Any]) -> dict[str, Any]:
+    return {**op, "responses": {**op["responses"], "429": {**_LIMITED, "content": _json(ErrorOut)}}}
 
 
 def _json(model: type[BaseModel]) -> dict[str, Any]:
@@ -88,12 +100,14 @@ def openapi_document() -> dict[str, Any]:
             "info": {"title": "comfy-router", "version": "0.1.0"},
             "paths": {
                 "/select": {
-                    "post": _op(
-                        "Choose model, tier, steps and backend for a request", SelectRequest, Decision
+                    "post": _limited(
+                        _op("Choose model, tier, steps and backend for a request", SelectRequest, Decision)
                     )
                 },
                 "/select-and-run": {
-                    "post": _op("Choose, run on ComfyUI, degrade on time misses", SelectAndRunRequest, JobOut)
+                    "post": _limited(
+                        _op("Choose, run on ComfyUI, degrade on time misses", SelectAndRunRequest, JobOut)
+                    )
                 },
                 "/jobs/{job_id}": {
                     "get": {**_op("A job: status, decision, attempts, outputs", None, JobOut)}
@@ -103,6 +117,9 @@ def openapi_document() -> dict[str, Any]:
                 "/jobs/{job_id}/feedback": {"post": _op("Rate a job's image (1-5)", FeedbackRequest, None)},
                 "/backends": _plain("Health, cooldown, VRAM, queue, loaded model of each backend"),
                 "/admin/reload": {"post": _op("Re-read the catalog file", None, None)},
+                "/admin/quotas": {
+                    "get": _op("Quota counters, spend alerts and limits (admin scope)", None, None)
+                },
                 "/metrics": _plain("Prometheus text format"),
                 "/models": _plain("The catalog: models, purposes, urgencies"),
                 "/healthz": _plain("The process is alive"),

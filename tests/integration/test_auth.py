@@ -240,3 +240,12 @@ def test_keys_command_prints_the_key_once_and_lists_without_it(pg_url: str) -> N
         text=True,
     )
     assert missing.returncode == 1 and "no key 999999" in missing.stderr
+
+
+def test_openapi_documents_the_auth_and_quota_answers(scoped: FlaskClient) -> None:
+    doc = scoped.get("/openapi.json", headers=bearer(ACME)).json
+    for path in ("/select", "/select-and-run"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"401", "403", "429"} <= set(responses)
+        assert "Retry-After" in responses["429"]["headers"]
+    assert "403" in doc["paths"]["/admin/quotas"]["get"]["responses"]
