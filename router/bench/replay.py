@@ -1,7 +1,8 @@
 """Trace replay: every policy on the same Poisson `mixed` trace at loads 0.8 and 1.2 of the fleet's
-capacity (router.replay.capacity), plus the low-VRAM fleet (every card forced to 20 GB), on the
-shipped catalog. Figures per policy, the router's ratios to each baseline and to the oracle, and
-the issue's goals, each with goal_met true or false:
+capacity (router.replay.capacity), plus the low-VRAM fleet (every card forced to 20 GB) and the
+`urgent` and `flexible` mixes at load 0.8 (figures only), on the shipped catalog. Figures per
+policy, the router's ratios to each baseline and to the oracle, and the issue's goals, each with
+goal_met true or false:
 
 - deadline hit rate >= 99% at load 0.8 and >= 95% at 1.2;
 - mean quality within 3% of the oracle's (at both loads);
@@ -147,6 +148,23 @@ def _low_vram(catalog: Catalog, n: int, goals: _Goals) -> tuple[dict[str, Any], 
     return {"vram_mb": LOW_VRAM_MB, "requests": n, "policies": pol}, _policy_figures("low VRAM", pol)
 
 
+def _mixes(catalog: Catalog, n: int) -> tuple[dict[str, Any], list[Any]]:
+    """The seed's urgency scenarios at load 0.8 (figures only: the goals are for the mixed day)."""
+    out: dict[str, Any] = {}
+    figures: list[Any] = []
+    for mix in ("urgent", "flexible"):
+        trace = generate_trace(catalog, TraceSpec("poisson", 0.8, mix, SEED, n))
+        runs = replay(
+            catalog, trace, ["router", "always-fastest", "least-busy", "oracle"], ReplayOptions(seed=SEED)
+        )
+        pol = {name: r.metrics() for name, r in runs.items()}
+        print(f"  mix {mix}, load 0.8, {n} requests:")
+        _print_policies(pol)
+        out[mix] = pol
+        figures += _policy_figures(f"mix {mix}", pol)
+    return out, figures
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     catalog = load_catalog(ROOT / "models_config.json")
     n = 600 if quick else 3000
@@ -162,6 +180,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         total_wall += wall
     out["low_vram"], low_figures = _low_vram(catalog, n // 2, goals)
     figures += low_figures
+    out["mixes"], mix_figures = _mixes(catalog, n // 2)
+    figures += mix_figures
     rate = total_requests / total_wall
     out["replay_wall_s"] = round(total_wall, 3)
     out["requests_per_s"] = round(rate, 1)
