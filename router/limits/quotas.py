@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from router.api.errors import ApiError
 from router.clock import Clock
@@ -38,6 +39,7 @@ ANONYMOUS = "anonymous"  # the client of requests that name none
 GLOBAL = "global"
 SPEND_KINDS = ("gpu_usd", "hosted_usd")
 DAY = timedelta(days=1)
+UNAVAILABLE = (OperationalError, InterfaceError)  # the database cannot be reached (not a bug)
 
 
 def client_subject(client_id: str | None) -> str:
@@ -108,17 +110,23 @@ class QuotaGate:
             return admission
         now = self.clock.now()
         subject = client_subject(client)
-        with self.db.engine.begin() as conn:  # a raise below rolls every increment back
-            if lim.requests_per_min is not None:
-                self._take(conn, "requests_min", subject, "minute", 1, lim.requests_per_min, now)
-            if run:  # a decision alone spends nothing: /select is never paused
-                self._check_spend(conn, subject, lim, now)
-            if run and lim.max_running is not None:
-                self._take(conn, "running", subject, "none", 1, lim.max_running, now)
-                admission.running = True
-            if run and lim.images_per_day is not None:
-                self._take(conn, "images_day", subject, "day", images, lim.images_per_day, now)
-                admission.images, admission.images_window = images, window_start("day", now)
+        try:
+            with self.db.engine.begin() as conn:  # a raise below rolls every increment back
+                if lim.requests_per_min is not None:
+                    self._take(conn, "requests_min", subject, "minute", 1, lim.requests_per_min, now)
+                if run:  # a decision alone spends nothing: /select is never paused
+                    self._check_spend(conn, subject, lim, now)
+                if run and lim.max_running is not None:
+                    self._take(conn, "running", subject, "none", 1, lim.max_running, now)
+                    admission.running = True
+                if run and lim.images_per_day is not None:
+                    self._take(conn, "images_day", subject, "day", images, lim.images_per_day, now)
+                    admission.images, admission.images_window = images, window_start("day", now)
+        except UNAVAILABLE as exc:
+            # The router keeps serving while the database is down (jobs are spooled): the limits
+            # cannot be counted then, and say so, rather than refuse every request.
+            log.warning("quotas not checked for %s, the database is unreachable: %s", subject, _first(exc))
+            return Admission(self, client)
         return admission
 
     def _limits_anything(self, lim: ClientLimits) -> bool:
@@ -272,8 +280,13 @@ class QuotaGate:
             yield
             return
         subject = backend_subject(backend_id)
-        with self.db.engine.begin() as conn:
-            counters.add(conn, "running", subject, NO_WINDOW, 1, self.clock.now())
+        try:
+            with self.db.engine.begin() as conn:
+                counters.add(conn, "running", subject, NO_WINDOW, 1, self.clock.now())
+        except UNAVAILABLE as exc:  # the attempt runs uncounted rather than not at all
+            log.warning("running attempt on %s not counted: %s", backend_id, _first(exc))
+            yield
+            return
         try:
             yield
         finally:
@@ -284,8 +297,13 @@ class QuotaGate:
                 log.exception("could not give back the running slot of %s", subject)
 
     def backends_running(self) -> dict[str, int]:
-        with self.db.engine.connect() as conn:
-            rows = counters.current(conn, {"running": NO_WINDOW}, subject_prefix="backend:")
+        """Attempts running per backend; empty (no backend held back) while the database is down."""
+        try:
+            with self.db.engine.connect() as conn:
+                rows = counters.current(conn, {"running": NO_WINDOW}, subject_prefix="backend:")
+        except UNAVAILABLE as exc:
+            log.warning("backend concurrency caps not applied, the database is unreachable: %s", _first(exc))
+            return {}
         return {subj.removeprefix("backend:"): int(v) for _, subj, _, v in rows}
 
     # --- state ------------------------------------------------------------------------------
@@ -326,6 +344,11 @@ class QuotaGate:
                 for a in alerts
             ],
         }
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 _KIND_TEXT = {"gpu_usd": "GPU spend", "hosted_usd": "hosted-equivalent spend"}

@@ -329,3 +329,18 @@ def test_admin_quotas_shows_the_counters_and_alerts(make_app: MakeApp) -> None:
         ("client:acme", "paused"),
     }
     assert state["day_resets_at"] == "2026-11-24T00:00:00+00:00"
+
+
+def test_decisions_go_on_uncounted_while_the_database_is_down(
+    catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Database("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    app = create_app(
+        Settings(migrate_on_start=False, limits=LimitsSettings(requests_per_min=1)),
+        catalog=catalog,
+        database=dead,
+        backend_state=DeclaredBackendState(),
+    )
+    c = app.test_client()
+    assert [c.post("/select", json={"purpose": "portrait"}).status_code for _ in range(2)] == [200, 200]
+    assert "quotas not checked for client:anonymous" in caplog.text
