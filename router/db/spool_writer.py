@@ -72,6 +72,7 @@ class DurableWriter:
         min_backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
         idle_s: float = 1.0,
+        background: bool = True,
     ) -> None:
         self.db = database
         self.spool_dir = spool_dir
@@ -80,6 +81,7 @@ class DurableWriter:
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
         self.idle_s = idle_s
+        self.background = background  # False: nothing replays but explicit drain() calls (tests)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}  # job id -> its records in the spools
         self._memo: dict[str, _JobMemo] = {}
@@ -87,6 +89,9 @@ class DurableWriter:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # Set when a write found the database unavailable, cleared when the drainer gets one in:
+        # meanwhile new writes go straight to the spool instead of each waiting on a dead server.
+        self._db_down = False
         for s in self._spools():
             for op in s.head(limit=-1):  # SQLite: no limit
                 self._counts[op.job_id] = self._counts.get(op.job_id, 0) + 1
@@ -117,8 +122,9 @@ class DurableWriter:
     def _write(self, job_id: str, kind: str, values: dict[str, Any], direct: Callable[[], object]) -> None:
         with self._lock:
             self._memo.setdefault(job_id, _JobMemo()).apply(kind, values)
-            if self._counts.get(job_id, 0) > 0:
-                self._append(job_id, kind, values)  # keep the job's order: behind its spooled writes
+            # A job with spooled writes keeps its order: this one goes behind them.
+            if self._counts.get(job_id, 0) > 0 or (self._db_down and self.spool_dir is not None):
+                self._append(job_id, kind, values)
                 return
         try:
             direct()
@@ -130,6 +136,7 @@ class DurableWriter:
             log.warning("database unavailable, spooling %s of job %s: %s", kind, job_id, _first_line(exc))
             with self._lock:
                 self.last_error = _first_line(exc)
+                self._db_down = True
                 self._append(job_id, kind, values)
             return
         with self._lock:
@@ -185,13 +192,15 @@ class DurableWriter:
 
     # --- replay -------------------------------------------------------------------------------
 
-    def drain(self, batch: int = 200) -> int:
-        """Replay spooled records in order until the spools are empty or the database fails
-        again (then raises its error). Returns how many records were replayed."""
+    def drain(self, max_ops: int | None = None, batch: int = 200) -> int:
+        """Replay spooled records in order until the spools are empty (or `max_ops` are replayed)
+        or the database fails again (then raises its error). Returns how many were replayed."""
         replayed = 0
         for spool in self._spools():
             while ops := spool.head(batch):
                 for op in ops:
+                    if max_ops is not None and replayed >= max_ops:
+                        return replayed
                     self._replay(spool, op)
                     replayed += 1
         self._retire_drained_adoptees()
@@ -209,6 +218,7 @@ class DurableWriter:
         else:
             spool.remove(op.seq)
         with self._lock:
+            self._db_down = False  # it answered
             left = self._counts.get(op.job_id, 1) - 1
             if left > 0:
                 self._counts[op.job_id] = left
@@ -229,7 +239,7 @@ class DurableWriter:
     def start(self) -> None:
         """Replay in the background: at once when a record is spooled, then with backoff while
         the database keeps failing. Stopped by `stop()`."""
-        if self._thread is not None or self._stopping:
+        if self._thread is not None or self._stopping or not self.background:
             return
         atexit.register(self.stop)
         self._thread = threading.Thread(target=self._loop, name="spool-drainer", daemon=True)

@@ -188,7 +188,7 @@ def test_records_survive_a_killed_process_and_are_adopted_in_order(tmp_path: Pat
 def test_writes_spool_while_the_database_is_down_and_replay_in_order(
     tmp_path: Path, up: Database, down: Database
 ) -> None:
-    w = DurableWriter(down, tmp_path / "spool", idle_s=0.05)
+    w = DurableWriter(down, tmp_path / "spool", background=False)
     try:
         life_of_a_job(w, "11111111-1111-1111-1111-111111111111")
         assert w.depth() == 7 and w.pending("11111111-1111-1111-1111-111111111111")
@@ -213,7 +213,7 @@ def test_writes_spool_while_the_database_is_down_and_replay_in_order(
 def test_a_re_drain_after_a_partial_flush_duplicates_nothing(
     tmp_path: Path, up: Database, down: Database
 ) -> None:
-    w = DurableWriter(down, tmp_path / "spool")
+    w = DurableWriter(down, tmp_path / "spool", background=False)
     job_id = "22222222-2222-2222-2222-222222222222"
     life_of_a_job(w, job_id)
     assert w.spool is not None
@@ -231,24 +231,41 @@ def test_a_re_drain_after_a_partial_flush_duplicates_nothing(
 def test_once_a_job_is_spooled_its_later_writes_queue_behind_even_with_the_database_back(
     tmp_path: Path, up: Database, down: Database
 ) -> None:
-    w = DurableWriter(down, tmp_path / "spool")
+    w = DurableWriter(down, tmp_path / "spool", background=False)
     spooled, fresh = "33333333-3333-3333-3333-333333333333", "44444444-4444-4444-4444-444444444444"
     w.insert_job(job_values(spooled))
+    w.update_job(spooled, status="running")
     w.db = up
-    w.update_job(spooled, status="running")  # behind its insert, not straight to the database
+    assert w.drain(max_ops=1) == 1  # the insert is in; the database answers again
+    w.update_job(spooled, status="succeeded")  # behind its spooled update, not straight in
     w.insert_job(job_values(fresh))  # a job with nothing spooled goes straight to the database
     assert w.depth() == 2
-    assert rows(up, spooled)[0] is None and rows(up, fresh)[0] is not None
+    job = rows(up, spooled)[0]
+    assert job is not None and job.status == "queued" and rows(up, fresh)[0] is not None
     w.drain()
     job = rows(up, spooled)[0]
-    assert job is not None and job.status == "running"
+    assert job is not None and job.status == "succeeded"
+    w.stop()
+
+
+def test_while_the_database_is_known_down_new_jobs_spool_without_trying_it(
+    tmp_path: Path, up: Database, down: Database
+) -> None:
+    w = DurableWriter(down, tmp_path / "spool", background=False)
+    w.insert_job(job_values("cccccccc-cccc-cccc-cccc-cccccccccccc"))  # finds it down
+    w.db = up  # back, but no replay has succeeded yet: the writer does not know
+    w.insert_job(job_values("dddddddd-dddd-dddd-dddd-dddddddddddd"))
+    assert w.depth() == 2 and rows(up, "dddddddd-dddd-dddd-dddd-dddddddddddd")[0] is None
+    assert w.drain() == 2
+    w.insert_job(job_values("eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee"))  # straight in again
+    assert w.depth() == 0 and rows(up, "eeeeeeee-eeee-eeee-eeee-eeeeeeeeeeee")[0] is not None
     w.stop()
 
 
 def test_a_record_the_database_refuses_is_set_aside_and_the_rest_replays(
     tmp_path: Path, up: Database, down: Database
 ) -> None:
-    w = DurableWriter(down, tmp_path / "spool")
+    w = DurableWriter(down, tmp_path / "spool", background=False)
     w.start_attempt(attempt("55555555-5555-5555-5555-555555555555", 1))  # no such job: FK refusal
     w.insert_job(job_values("66666666-6666-6666-6666-666666666666"))
     w.db = up
@@ -262,7 +279,7 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_replays(
 def test_a_taken_idempotency_key_does_not_lose_the_spooled_job(
     tmp_path: Path, up: Database, down: Database
 ) -> None:
-    w = DurableWriter(down, tmp_path / "spool")
+    w = DurableWriter(down, tmp_path / "spool", background=False)
     w.insert_job(job_values("77777777-7777-7777-7777-777777777777", key="k-1"))
     assert w.job_id_for_key("k-1") == "77777777-7777-7777-7777-777777777777"
     DurableWriter(up).insert_job(job_values("88888888-8888-8888-8888-888888888888", key="k-1"))
@@ -301,7 +318,7 @@ def test_without_a_spool_directory_errors_reach_the_caller(down: Database) -> No
 def test_a_restarted_writer_adopts_the_spool_and_remembers_its_jobs(
     tmp_path: Path, up: Database, down: Database
 ) -> None:
-    first = DurableWriter(down, tmp_path / "spool")
+    first = DurableWriter(down, tmp_path / "spool", background=False)
     life_of_a_job(first, "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb")
     assert first.spool is not None
     first.spool.close()  # the process ends without draining (its lock goes with it)
