@@ -233,3 +233,16 @@ class SpendAlert(Base):
     level: Mapped[str] = mapped_column(String(16))  # warning | paused
     spent_usd: Mapped[float] = mapped_column(Float)
     cap_usd: Mapped[float] = mapped_column(Float)
+
+
+class QuotaHold(Base):
+    """A running slot held by one job (subject `client:<id>`) or attempt (`backend:<id>`), so that
+    a slot held by a router that died is reclaimed after `expires_at` (COMFY_ROUTER_HOLD_MAX_S)."""
+
+    __tablename__ = "quota_holds"
+    __table_args__ = (Index("ix_quota_holds_subject_expires", "subject", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UtcTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcTime)

@@ -42,6 +42,8 @@ class LimitsSettings(BaseSettings):
     max_running_per_backend: int | None = Field(
         default=None, ge=0, validation_alias=_env("max_running_per_backend")
     )
+    # A running slot not given back within this time (its router died) is reclaimed when needed.
+    hold_max_s: float = Field(default=3600.0, gt=0, validation_alias=_env("hold_max_s"))
     spend_warn_ratio: float = Field(default=0.8, gt=0, le=1, validation_alias=_env("spend_warn_ratio"))
     # JSON: {"client-a": {"images_per_day": 100, "max_running": 2}, ...}
     clients: dict[str, ClientLimits] = Field(

@@ -6,14 +6,15 @@ returns no row and changes nothing."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, case, or_, select, update
+from sqlalchemy import Connection, Table, and_, case, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from router.db.models import QuotaCounter
+from router.db.models import QuotaCounter, QuotaHold
 
 TABLE = cast(Table, QuotaCounter.__table__)
 EPS = 1e-9  # spend is a float sum: a cap is reached when within a nano-dollar
@@ -95,3 +96,35 @@ def current(
         (r.scope, r.subject, r.window_start, float(r.value))
         for r in conn.execute(q.order_by(TABLE.c.scope, TABLE.c.subject))
     ]
+
+
+# --- running slots held by one job or attempt (reclaimed when their router died) -----------------
+
+HOLDS = cast(Table, QuotaHold.__table__)
+
+
+def take_hold(conn: Connection, subject: str, now: datetime, expires_at: datetime) -> str:
+    hold_id = str(uuid.uuid4())
+    conn.execute(insert(HOLDS).values(id=hold_id, subject=subject, acquired_at=now, expires_at=expires_at))
+    return hold_id
+
+
+def drop_hold(conn: Connection, hold_id: str) -> str | None:
+    """Delete a hold; its subject, or None when it was already gone (reclaimed, or given back)."""
+    row = conn.execute(delete(HOLDS).where(HOLDS.c.id == hold_id).returning(HOLDS.c.subject)).first()
+    return None if row is None else str(row[0])
+
+
+def reclaim_expired(
+    conn: Connection, now: datetime, subject: str | None = None, prefix: str | None = None
+) -> dict[str, int]:
+    """Delete holds past their expiry (of one subject, or of subjects with a prefix): count per subject."""
+    q = delete(HOLDS).where(HOLDS.c.expires_at < now)
+    if subject is not None:
+        q = q.where(HOLDS.c.subject == subject)
+    if prefix is not None:
+        q = q.where(HOLDS.c.subject.startswith(prefix, autoescape=True))
+    out: dict[str, int] = {}
+    for (subj,) in conn.execute(q.returning(HOLDS.c.subject)):
+        out[subj] = out.get(subj, 0) + 1
+    return out

@@ -65,7 +65,7 @@ class Admission:
 
     gate: QuotaGate
     client_id: str
-    running: bool = False
+    hold_id: str | None = None  # the running slot (a `quota_holds` row)
     images: int = 0
     images_window: datetime | None = None
     _released: bool = field(default=False, repr=False)
@@ -75,8 +75,8 @@ class Admission:
         if self._released:
             return
         self._released = True
-        if self.running:
-            self.gate.give_back(self.client_id, running=1)
+        if self.hold_id is not None:
+            self.gate.release_hold(self.hold_id)
 
     def refund(self) -> None:
         """Nothing ran for this admission (lost an Idempotency-Key race): give everything back."""
@@ -103,6 +103,15 @@ class QuotaGate:
         return self._admit(client_id, images=images, run=True)
 
     def _admit(self, client_id: str | None, *, images: int, run: bool) -> Admission:
+        try:
+            return self._admit_once(client_id, images=images, run=run)
+        except QuotaRefused as exc:
+            # Slots held past hold_max_s belong to jobs of a router that died: reclaim, retry once.
+            if exc.code != "concurrency_limited" or not self._reclaim(subject=exc.details["subject"]):
+                raise
+            return self._admit_once(client_id, images=images, run=run)
+
+    def _admit_once(self, client_id: str | None, *, images: int, run: bool) -> Admission:
         client = client_id or ANONYMOUS
         lim = self.limits.for_client(client)
         admission = Admission(self, client)
@@ -118,7 +127,7 @@ class QuotaGate:
                     self._check_spend(conn, subject, lim, now)
                 if run and lim.max_running is not None:
                     self._take(conn, "running", subject, "none", 1, lim.max_running, now)
-                    admission.running = True
+                    admission.hold_id = counters.take_hold(conn, subject, now, self._expiry(now))
                 if run and lim.images_per_day is not None:
                     self._take(conn, "images_day", subject, "day", images, lim.images_per_day, now)
                     admission.images, admission.images_window = images, window_start("day", now)
@@ -189,19 +198,45 @@ class QuotaGate:
         }
         return {k: v for k, v in caps.items() if v is not None}
 
-    def give_back(
-        self, client_id: str, *, running: int = 0, images: int = 0, images_window: datetime | None = None
-    ) -> None:
-        now = self.clock.now()
+    def give_back(self, client_id: str, *, images: int, images_window: datetime) -> None:
         subject = client_subject(client_id)
         try:
             with self.db.engine.begin() as conn:
-                if running:
-                    counters.subtract(conn, "running", subject, NO_WINDOW, running, now)
-                if images and images_window is not None:
-                    counters.subtract(conn, "images_day", subject, images_window, images, now)
+                counters.subtract(conn, "images_day", subject, images_window, images, self.clock.now())
         except Exception:  # a lost give-back must not fail the job; the log says which counter
-            log.exception("could not give back %s running / %s images of %s", running, images, subject)
+            log.exception("could not give back %s images of %s", images, subject)
+
+    def _expiry(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.limits.hold_max_s)
+
+    def release_hold(self, hold_id: str) -> None:
+        """Give a running slot back, once: a hold already reclaimed is not subtracted again."""
+        try:
+            with self.db.engine.begin() as conn:
+                subject = counters.drop_hold(conn, hold_id)
+                if subject is not None:
+                    counters.subtract(conn, "running", subject, NO_WINDOW, 1, self.clock.now())
+        except Exception:  # a lost give-back must not fail the job; hold_max_s reclaims it
+            log.exception("could not give back running slot %s", hold_id)
+
+    def _reclaim(self, *, subject: str | None = None, prefix: str | None = None) -> bool:
+        """Free the running slots held past hold_max_s (their router died mid-job). Any freed?"""
+        now = self.clock.now()
+        try:
+            with self.db.engine.begin() as conn:
+                freed = counters.reclaim_expired(conn, now, subject=subject, prefix=prefix)
+                for subj, n in freed.items():
+                    counters.subtract(conn, "running", subj, NO_WINDOW, n, now)
+        except UNAVAILABLE:
+            return False
+        for subj, n in freed.items():
+            log.warning(
+                "reclaimed %d running slot(s) of %s held longer than %.0f s (a router that died mid-job?)",
+                n,
+                subj,
+                self.limits.hold_max_s,
+            )
+        return bool(freed)
 
     # --- spend ------------------------------------------------------------------------------
 
@@ -280,9 +315,11 @@ class QuotaGate:
             yield
             return
         subject = backend_subject(backend_id)
+        now = self.clock.now()
         try:
             with self.db.engine.begin() as conn:
-                counters.add(conn, "running", subject, NO_WINDOW, 1, self.clock.now())
+                counters.add(conn, "running", subject, NO_WINDOW, 1, now)
+                hold_id = counters.take_hold(conn, subject, now, self._expiry(now))
         except UNAVAILABLE as exc:  # the attempt runs uncounted rather than not at all
             log.warning("running attempt on %s not counted: %s", backend_id, _first(exc))
             yield
@@ -290,11 +327,7 @@ class QuotaGate:
         try:
             yield
         finally:
-            try:
-                with self.db.engine.begin() as conn:
-                    counters.subtract(conn, "running", subject, NO_WINDOW, 1, self.clock.now())
-            except Exception:
-                log.exception("could not give back the running slot of %s", subject)
+            self.release_hold(hold_id)
 
     def backends_running(self) -> dict[str, int]:
         """Attempts running per backend; empty (no backend held back) while the database is down."""
@@ -304,7 +337,11 @@ class QuotaGate:
         except UNAVAILABLE as exc:
             log.warning("backend concurrency caps not applied, the database is unreachable: %s", _first(exc))
             return {}
-        return {subj.removeprefix("backend:"): int(v) for _, subj, _, v in rows}
+        running = {subj.removeprefix("backend:"): int(v) for _, subj, _, v in rows}
+        at_cap = any(n >= (self.limits.for_backend(b) or n + 1) for b, n in running.items())
+        if at_cap and self._reclaim(prefix="backend:"):
+            return self.backends_running()
+        return running
 
     # --- state ------------------------------------------------------------------------------
 

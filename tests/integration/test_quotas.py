@@ -21,6 +21,7 @@ from router.catalog import Catalog
 from router.db.database import Database
 from router.db.models import Job, QuotaCounter, SpendAlert
 from router.limits.config import ClientLimits, LimitsSettings
+from router.limits.quotas import QuotaGate, QuotaRefused
 from router.settings import Settings
 from router.simulator import start_simulator
 from router.simulator.runner import SimulatorHandle
@@ -344,3 +345,37 @@ def test_decisions_go_on_uncounted_while_the_database_is_down(
     c = app.test_client()
     assert [c.post("/select", json={"purpose": "portrait"}).status_code for _ in range(2)] == [200, 200]
     assert "quotas not checked for client:anonymous" in caplog.text
+
+
+def test_slots_held_by_a_router_that_died_are_reclaimed_after_hold_max_s(
+    pg_db: Database, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = QuotaGate(LimitsSettings(max_running_per_client=1, hold_max_s=600), pg_db, clock)
+    dead = gate.admit_run("acme", images=1)  # its router dies: release() is never called
+    with pytest.raises(QuotaRefused) as refused:
+        gate.admit_run("acme", images=1)
+    assert refused.value.code == "concurrency_limited"
+    clock.advance(seconds=599)
+    with pytest.raises(QuotaRefused):
+        gate.admit_run("acme", images=1)  # still within hold_max_s: a slow job, not a dead one
+    clock.advance(seconds=2)
+    alive = gate.admit_run("acme", images=1)
+    assert "reclaimed 1 running slot(s) of client:acme" in caplog.text
+    assert counter(pg_db, "running", "client:acme") == [1.0]
+    dead.release()  # the dead router's slot was reclaimed: giving it back subtracts nothing
+    assert counter(pg_db, "running", "client:acme") == [1.0]
+    alive.release()
+    alive.release()  # idempotent
+    assert counter(pg_db, "running", "client:acme") == [0.0]
+
+
+def test_backend_slots_of_a_dead_router_are_reclaimed(pg_db: Database, clock: FakeClock) -> None:
+    gate = QuotaGate(LimitsSettings(max_running_per_backend=1, hold_max_s=60), pg_db, clock)
+    slot = gate.backend_slot("gpu")
+    slot.__enter__()  # an attempt whose router dies: never exited
+    assert gate.backends_running() == {"gpu": 1}
+    clock.advance(seconds=61)
+    assert gate.backends_running() == {"gpu": 0}
+    with gate.backend_slot("gpu"):
+        assert gate.backends_running() == {"gpu": 1}
+    assert gate.backends_running() == {"gpu": 0}

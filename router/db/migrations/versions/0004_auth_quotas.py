@@ -1,4 +1,5 @@
-"""api_keys, quota_counters, spend_alerts: keys bound to clients, shared quota counters, spend alerts
+"""api_keys, quota_counters, quota_holds, spend_alerts: keys bound to clients, shared quota counters
+and running slots, spend alerts
 
 Revision ID: 0004
 Revises: 0003
@@ -44,6 +45,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("scope", "subject", "window_start"),
     )
     op.create_table(
+        "quota_holds",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("subject", sa.String(length=200), nullable=False),
+        sa.Column("acquired_at", UTC_TIME, nullable=False),
+        sa.Column("expires_at", UTC_TIME, nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_quota_holds_subject_expires", "quota_holds", ["subject", "expires_at"])
+    op.create_table(
         "spend_alerts",
         sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
         sa.Column("created_at", UTC_TIME, nullable=False),
@@ -65,6 +75,8 @@ def downgrade() -> None:
     op.drop_index("ux_spend_alerts_once", table_name="spend_alerts")
     op.drop_index("ix_spend_alerts_created_at", table_name="spend_alerts")
     op.drop_table("spend_alerts")
+    op.drop_index("ix_quota_holds_subject_expires", table_name="quota_holds")
+    op.drop_table("quota_holds")
     op.drop_table("quota_counters")
     op.drop_index("ix_api_keys_client_id", table_name="api_keys")
     op.drop_table("api_keys")
