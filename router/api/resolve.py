@@ -35,6 +35,7 @@ def resolve_need(req: SelectRequest, catalog: Catalog) -> tuple[Need, str]:
         model=req.model,
         allow_degrade=req.allow_degrade,
         inputs=inputs,
+        front=catalog.urgencies[urgency].front,
     )
     return need, urgency
 

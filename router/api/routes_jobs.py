@@ -74,7 +74,7 @@ def select_and_run() -> tuple[Response, int]:
         negative_prompt=req.negative_prompt,
         seed=req.seed if req.seed is not None else secrets.randbelow(2**48),
         output=req.output,
-        front=urgency == "realtime",
+        front=need.front,
         client_id=req.client_id,
         on_done=hand_off(),
     )

@@ -48,6 +48,11 @@ class Urgency(Strict):
     weights: ScoringWeights | None = Field(
         default=None, description="Overrides the catalog's scoring weights for requests of this urgency."
     )
+    front: bool = Field(
+        default=False,
+        description="Submit to the front of ComfyUI's queue (its `front` flag): these requests wait only "
+        "for the prompt running there, ahead of everything queued.",
+    )
 
 
 class ScoringWeights(Strict):

@@ -72,6 +72,7 @@ class Work:
     submitted_at: float
     estimated_busy_s: float  # the catalog's load + run estimate (what a baseline can know)
     listener: WorkListener
+    front: bool = False  # sent to the queue's front (ComfyUI's `front`: newest front prompt first)
     started_at: float | None = None
     ended_at: float | None = None
     timing: Timing | None = None
@@ -179,7 +180,10 @@ class Fleet:
 
     def submit(self, work: Work) -> None:
         gpu = self.gpus[work.backend_id]
-        gpu.pending.append(work)
+        if work.front:
+            gpu.pending.appendleft(work)  # ComfyUI numbers a front prompt -n: it runs next
+        else:
+            gpu.pending.append(work)
         self._start_next(gpu)
 
     def interrupt(self, work: Work) -> None:
@@ -246,9 +250,10 @@ class Fleet:
             )
         return views
 
-    def projected(self, backend_id: str) -> tuple[float, GpuMemory]:
+    def projected(self, backend_id: str, front: bool = False) -> tuple[float, GpuMemory]:
         """Clairvoyance for the oracle: when the GPU's current queue will be done and what its VRAM
-        will then hold (the true durations of everything queued are already determined)."""
+        will then hold (the true durations of everything queued are already determined). With
+        `front`, for a prompt sent to the queue's front: only the running prompt is ahead of it."""
         gpu = self.gpus[backend_id]
         memory = GpuMemory(gpu.memory.total_mb, gpu.memory.context_mb)
         for model_id, mb in gpu.memory.loaded.items():  # in LRU order: placing replays it
@@ -257,7 +262,7 @@ class Fleet:
         running = gpu.running
         if running is not None and running.started_at is not None and running.timing is not None:
             t = running.started_at + running.timing.total_s
-        for work in gpu.pending:
+        for work in () if front else gpu.pending:
             try:
                 placement = memory.place(work.model.id, work.model.vram_mb)
             except OutOfMemoryError:

@@ -58,10 +58,11 @@ def serves(catalog: Catalog, need: Need, c: Candidate) -> bool:
 class DispatchJob:
     """One request of a baseline: one attempt, no degrade, no time limit."""
 
-    def __init__(self, world: World, record: RequestRecord, rung: Candidate) -> None:
+    def __init__(self, world: World, record: RequestRecord, rung: Candidate, front: bool = False) -> None:
         self.world = world
         self.record = record
         self.rung = rung
+        self.front = front  # sent to the queue's front (only the oracle does, as the router does)
 
     def submit(self) -> None:
         rung, world = self.rung, self.world
@@ -79,6 +80,7 @@ class DispatchJob:
             submitted_at=world.loop.now,
             estimated_busy_s=rung.estimate.load_s + rung.estimate.run_s,
             listener=self,
+            front=self.front,
         )
         world.fleet.submit(work)
 
@@ -103,6 +105,7 @@ class Baseline:
     """A policy that picks one rung per request with `choose` and dispatches it."""
 
     name = "baseline"
+    uses_front = False  # naive dispatchers append to ComfyUI's queue
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -124,7 +127,7 @@ class Baseline:
         record.first_estimated_cost_usd = rung.estimated_cost_usd
         record.reason_code = self.name
         record.selection_reason = f"{self.name}: {rung.model.id}/{rung.tier} on {rung.view.backend.id}"
-        DispatchJob(self.world, record, rung).submit()
+        DispatchJob(self.world, record, rung, front=self.uses_front and need.front).submit()
 
     def allowed(self, need: Need, c: Candidate) -> bool:
         return serves(self.world.catalog, need, c) and flt.vram_fits(self.world.catalog, need, c) is None
@@ -236,6 +239,7 @@ ORACLE_PRICES: tuple[float, ...] = (0.0, 0.25, 1.0, 4.0, 1000.0)  # quality poin
 
 class Oracle(Baseline):
     name = "oracle"
+    uses_front = True  # the same queue priority the router gives its urgent requests
 
     def __init__(self, world: World, price: float = 0.0) -> None:
         super().__init__(world)
@@ -249,7 +253,7 @@ class Oracle(Baseline):
         fleet = self.world.fleet
         now = self.world.loop.now
         due = now + need.deadline_s
-        projected = {b: fleet.projected(b) for b in {c.view.backend.id for c in eligible}}
+        projected = {b: fleet.projected(b, need.front) for b in {c.view.backend.id for c in eligible}}
         options: list[tuple[Candidate, float, float]] = []  # (candidate, true finish, true GPU seconds)
         for c in eligible:
             free_at, memory = projected[c.view.backend.id]

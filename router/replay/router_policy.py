@@ -114,8 +114,13 @@ class RouterJob:
             submitted_at=self.now,
             estimated_busy_s=rung.estimate.load_s + rung.estimate.run_s,
             listener=self,
+            front=self.need.front,
         )
         self.work = work
+        # JobRunner._attempt: counted in the backend's queue before it is submitted.
+        self.state.record_submitted(
+            work.backend_id, work.prompt_id, rung.model.id, work.estimated_busy_s, front=work.front
+        )
         # The runner waits at most until the hard stop (never less than 0.1 s), then cancels.
         self.world.loop.at(max(self.now + 0.1, self.hard_stop_at), lambda: self._hard_stop(work))
         self.world.fleet.submit(work)
@@ -154,7 +159,9 @@ class RouterJob:
         if need is None:
             return False
         catalog = self.world.catalog
-        chosen = degrade.faster_rung(select(catalog, need, self.state.snapshot(catalog), self.urgency))
+        assert self.work is not None
+        views = self.state.snapshot(catalog, without=self.work.prompt_id)
+        chosen = degrade.faster_rung(select(catalog, need, views, self.urgency))
         if chosen is None:
             return False  # nothing faster fits: finishing late beats not finishing
         self.next_rung = chosen
@@ -172,6 +179,7 @@ class RouterJob:
         assert rung is not None and watch is not None and first is not None
         degraded = rung.key != first.key
         backend_id = rung.view.backend.id
+        self.state.record_finished(backend_id, work.prompt_id)
         label, error, next_rung = self._classify(work, outcome, degraded)
         if outcome == "ok" or (outcome == "interrupted" and self.stopped_by == "degrade"):
             self.state.record_run(backend_id, rung.model.id, work.gpu_s)  # JobRunner._learn

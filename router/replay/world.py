@@ -38,6 +38,7 @@ def need_for(catalog: Catalog, req: TraceRequest) -> Need:
         height=req.height,
         max_cost_usd=req.max_cost_usd,
         inputs=inputs_for(catalog, req.purpose),
+        front=catalog.urgencies[req.urgency].front,
     )
 
 

@@ -288,8 +288,11 @@ class JobRunner:
                 return True
             if p.event != "progress" or not watch.observe(p.node, p.value, p.max, p.elapsed_s):
                 return False
-            return self._worth_degrading(catalog, spec, rung, watch, tried, deadline_at, holder)
+            return self._worth_degrading(catalog, spec, rung, watch, tried, deadline_at, holder, prompt_id)
 
+        # Counted in the backend's queue from now on, so that requests deciding meanwhile see it.
+        busy_s = rung.estimate.load_s + rung.estimate.run_s
+        self.state.record_submitted(backend.id, prompt_id, rung.model.id, busy_s, front=spec.front)
         try:
             execution = client.start(graph, prompt_id=prompt_id, front=spec.front)
             control.execution = execution
@@ -300,6 +303,7 @@ class JobRunner:
             finally:
                 control.execution = None
                 execution.close()
+                self.state.record_finished(backend.id, prompt_id)
             result = self._classify(outcome, rung, watch, holder["next"], control, degraded, stalled_s)
             if result.outcome in ("ok", "degraded") and isinstance(outcome, Succeeded):
                 result = self._fetch_images(client, rung, outcome, result)
@@ -396,14 +400,17 @@ class JobRunner:
         tried: set[tuple[str, str, str]],
         deadline_at: float,
         holder: dict[str, Candidate | None],
+        prompt_id: str,
     ) -> bool:
-        """A predicted miss: interrupt only if a rung not yet tried can finish in the time left."""
+        """A predicted miss: interrupt only if a rung not yet tried can finish in the time left
+        (on backends seen without this prompt: it is the one that would be interrupted)."""
         if watch.slowness is not None:
             self.state.record_slowness(rung.view.backend.id, watch.slowness, smooth=False)
         need = degrade.alternative_need(spec.need, tried, rung.key, deadline_at - self.clock.monotonic())
         if need is None:
             return False
-        chosen = degrade.faster_rung(select(catalog, need, self.state.snapshot(catalog), spec.urgency))
+        views = self.state.snapshot(catalog, without=prompt_id)
+        chosen = degrade.faster_rung(select(catalog, need, views, spec.urgency))
         if chosen is None:
             return False  # nothing faster fits: finishing late beats not finishing
         holder["next"] = chosen

@@ -37,8 +37,8 @@ def enumerate_candidates(catalog: Catalog, need: Need, views: Sequence[BackendVi
         for view in views:
             backend = view.backend
             tm, speed = est.time_model_and_speed(model, backend)
-            queue_s = max(0.0, view.queue_s)
-            load_s = 0.0 if view.loaded_model == model.id else model.load_s
+            queue_s, loaded = est.queue_position(view, need.front)
+            load_s = model.load_s if est.load_needed(view, loaded, model.id) else 0.0
             usd_per_hour = backend.usd_per_hour
             available_mb = available[backend.id]
             base_s, per_step_s, ref_px = tm.base_s, tm.per_step_s, tm.ref_width * tm.ref_height

@@ -48,14 +48,33 @@ def time_model_and_speed(model: Model, backend: Backend) -> tuple[TimeModel, flo
     return tm, (1.0 if tm is not model.time else backend.speed_factor)
 
 
+def queue_position(view: BackendView, front: bool) -> tuple[float, str | None]:
+    """(expected wait, model loaded when the prompt starts) for a prompt sent to the back of the
+    queue, or to its front when `front` and the view knows the front's figures."""
+    if front and view.front_queue_s is not None:
+        return max(0.0, view.front_queue_s), view.front_loaded_model
+    return max(0.0, view.queue_s), view.loaded_model
+
+
+def load_needed(view: BackendView, loaded: str | None, model_id: str) -> bool:
+    """Whether the model must be loaded before the prompt runs (not the loaded one, not cached)."""
+    return model_id != loaded and model_id not in view.resident_models
+
+
 def estimate(
-    model: Model, view: BackendView, steps: int, width: int, height: int, batch_size: int
+    model: Model,
+    view: BackendView,
+    steps: int,
+    width: int,
+    height: int,
+    batch_size: int,
+    *,
+    front: bool = False,
 ) -> Estimate:
     tm, speed = time_model_and_speed(model, view.backend)
-    load_s = 0.0 if view.loaded_model == model.id else model.load_s
-    return Estimate.of(
-        max(0.0, view.queue_s), load_s, run_seconds(tm, steps, width, height, batch_size, speed)
-    )
+    queue_s, loaded = queue_position(view, front)
+    load_s = model.load_s if load_needed(view, loaded, model.id) else 0.0
+    return Estimate.of(queue_s, load_s, run_seconds(tm, steps, width, height, batch_size, speed))
 
 
 def vram_needed_mb(catalog: Catalog, model: Model) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from router.catalog.schema import ScoringWeights
+from router.selection.estimate import load_needed, queue_position
 from router.selection.types import Candidate, Need
 
 Scorer = Callable[[Need, Sequence[Candidate]], list[float]]
@@ -34,9 +35,13 @@ def slack(need: Need, cands: Sequence[Candidate]) -> list[float]:
     return [max(0.0, min(100.0, 100.0 * (1.0 - c.estimate.total_s / need.deadline_s))) for c in cands]
 
 
-def warm(_: Need, cands: Sequence[Candidate]) -> list[float]:
-    """100 when the model is already loaded on that backend (no switch, no eviction)."""
-    return [100.0 if c.view.loaded_model == c.model.id else 0.0 for c in cands]
+def warm(need: Need, cands: Sequence[Candidate]) -> list[float]:
+    """100 when the model will already be in VRAM when the prompt starts there (no load, no
+    eviction): keeping a backend on the models it holds saves later requests the loads."""
+    return [
+        0.0 if load_needed(c.view, queue_position(c.view, need.front)[1], c.model.id) else 100.0
+        for c in cands
+    ]
 
 
 SCORERS: dict[str, Scorer] = {"quality": quality, "cost": cost, "slack": slack, "warm": warm}

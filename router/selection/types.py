@@ -26,6 +26,7 @@ class Need:
     model: str | None = None
     allow_degrade: bool = True
     inputs: frozenset[str] = frozenset()  # "image", "mask", "face" present in the request
+    front: bool = False  # submitted to the front of ComfyUI's queue (the urgency's `front`)
     exclude: frozenset[tuple[str, str, str]] = frozenset()  # candidate keys already tried by this job
 
 
@@ -42,6 +43,13 @@ class BackendView:
     vram_reclaimable_mb: int | None = None
     loaded_model: str | None = None  # the model ComfyUI last ran there (kept in VRAM)
     queue_s: float = 0.0  # expected wait before a new prompt starts
+    # The same for a prompt sent to the queue's front, and the model loaded when it would start
+    # (None: not known, queue_s and loaded_model are used for front prompts too).
+    front_queue_s: float | None = None
+    front_loaded_model: str | None = None
+    # Other models expected to be still cached on the card then (ComfyUI keeps models loaded until
+    # it needs the memory): starting them costs no load either.
+    resident_models: frozenset[str] = frozenset()
     # (model id, workflow template) -> what this backend lacks to run it (node classes, model files)
     missing: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 

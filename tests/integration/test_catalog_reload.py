@@ -59,6 +59,7 @@ def test_reload_under_load_keeps_serving_and_switches_to_the_valid_catalog(
         # A valid catalog where the best portrait model is a new id.
         changed: dict[str, Any] = json.loads(json.dumps(original))
         changed["models"][0]["id"] = "flux1-dev-renamed"
+        changed["scoring"]["quality_band"] = 1  # the best quality wins outright: the renamed fp16
         write_atomically(path, json.dumps(changed))
         deadline = time.monotonic() + 5
         while "flux1-dev-renamed" not in models_seen and time.monotonic() < deadline:
