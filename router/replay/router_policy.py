@@ -197,6 +197,10 @@ class RouterJob:
         if self.attempt_no >= degrade.MAX_ATTEMPTS:
             finish_failed(self.record, t, self.last_error)
             return
+        stop = degrade.past_hard_stop(t, self.hard_stop_at)
+        if stop is not None:
+            finish_failed(self.record, t, f"{self.last_error}; {stop}")
+            return
         if next_rung is None:
             need = degrade.reselect_need(self.need, self.tried, self.deadline_at - self.now)
             next_rung = self._select(need) if need is not None else None

@@ -33,6 +33,14 @@ def deadline_window(t0: float, deadline_s: float) -> tuple[float, float]:
     return t0 + deadline_s, t0 + HARD_STOP_FACTOR * deadline_s + HARD_STOP_GRACE_S
 
 
+def past_hard_stop(now: float, hard_stop_at: float) -> str | None:
+    """Why no further attempt may start, or None. An attempt started past the hard stop would be
+    given no time at all (it could only time out), so the job ends with the last reason instead."""
+    if now < hard_stop_at:
+        return None
+    return "past the job's hard stop (twice the deadline plus 30 s): no further attempt"
+
+
 def reselect_need(need: Need, tried: Set[Key], remaining_s: float) -> Need | None:
     """The Need of the next rung after a failed attempt; None when no rung should be tried.
 

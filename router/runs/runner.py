@@ -226,6 +226,10 @@ class JobRunner:
                 break
             where = f"{rung.model.id}/{rung.tier} on {rung.view.backend.id}"
             last_error = f"attempt {attempt_no} ({where}): {result.error}"
+            stop = degrade.past_hard_stop(self.clock.monotonic(), hard_stop_at)
+            if stop is not None:
+                last_error = f"{last_error}; {stop}"
+                break
             rung = result.next_rung or self._reselect(catalog, spec, tried, deadline_at)
         if control.cancelled.is_set():
             self._finish(

@@ -68,3 +68,31 @@ def test_watch_for_uses_the_declared_speed(catalog: Catalog) -> None:
     assert watch.budget_s == 42.0
     assert watch.expected_step_s == pytest.approx(tm.per_step_s / rtx.speed_factor)
     assert watch.after_sampling_s == pytest.approx(0.5 * tm.base_s / rtx.speed_factor)
+
+
+@pytest.mark.parametrize(
+    ("now", "stops"),
+    [(129.9, False), (130.0, True), (500.0, True)],
+    ids=["before-the-hard-stop", "at-the-hard-stop", "long-after"],
+)
+def test_no_attempt_starts_past_the_hard_stop(now: float, stops: bool) -> None:
+    _, hard_stop_at = degrade.deadline_window(0.0, 50.0)  # 2 x 50 + 30
+    reason = degrade.past_hard_stop(now, hard_stop_at)
+    assert (reason is not None) == stops
+    if reason is not None:
+        assert "hard stop" in reason
+
+
+def test_replay_jobs_past_the_hard_stop_end_instead_of_burning_attempts(catalog: Catalog) -> None:
+    """Found by replay at load 1.2: after the hard stop every new attempt got 0.1 s and timed out,
+    six times over. A job past its hard stop now ends after the attempt that overran."""
+    from router.replay.generate import TraceSpec, generate_trace
+    from router.replay.run import ReplayOptions, replay_policy
+
+    trace = generate_trace(catalog, TraceSpec(load=1.2, seed=1, requests=400))
+    run = replay_policy(catalog, trace, "router", ReplayOptions(seed=0, slowdown=2.0))
+    for r in run.records:
+        late = [a for a in r.attempts if a.submitted_at >= r.arrived_at + 2 * r.deadline_s + 30.0]
+        assert late == [], (r.index, [(a.model, a.outcome) for a in r.attempts])
+    stopped = [r for r in run.records if r.error and "hard stop" in r.error]
+    assert stopped, "the trace should drive some jobs past their hard stop"
