@@ -3,9 +3,12 @@
 Set-up, all real processes on loopback:
   - BACKENDS ComfyUI simulators (`python -m router.simulator serve`, one process each, an A100 of
     80 GB each), on the shipped catalog with millisecond times (`fast_catalog`): a simulated run
-    takes a few tens of milliseconds, so the load is on the router, not on the simulated GPUs.
-    ComfyUI runs one prompt at a time per backend (as the real one does): queued prompts wait there,
-    and that wait is part of the attempt's `duration_s`, not of the router's overhead.
+    takes a few tens of milliseconds of GPU time, so the load is on the router and the simulators'
+    CPU, not on simulated GPUs. ComfyUI runs one prompt at a time per backend (as the real one
+    does): the jobs pile up in its queues (the selector keeps a backend where the model is loaded
+    while its estimated queue fits the deadline, and with these times that is hundreds of prompts),
+    so an attempt's `duration_s` is mostly queue wait, which is not the router's overhead. Each job
+    has its own seed: no simulator cache serves a whole run.
   - the router as production runs it: `python -m router serve` (the `comfy-router serve` code:
     gunicorn gthread) with WORKERS processes x THREADS threads. With `wait: true` every request
     holds one gunicorn thread until its job ends, so WORKERS x THREADS >= the number of jobs.
@@ -24,6 +27,11 @@ output image and the job view. Errors: any transport error, non-2xx answer, or j
 `succeeded`. After the run, the `jobs` table must hold every job as `succeeded`.
 Peak RSS: the router's process tree (gunicorn master and workers; the simulators are separate
 processes and not counted), summed, sampled every SAMPLE_S by psutil while the load runs.
+
+What the overhead is made of here (py-spy, GIL samples of both workers): the jobs' own work is
+small; most of the router's CPU goes to reading WebSocket frames, because the router opens one
+socket per prompt and ComfyUI (the simulator alike) broadcasts every queue change to every socket:
+with N prompts queued on a backend, each job reads O(N) `status` frames, O(N^2) in all.
 """
 
 from __future__ import annotations
