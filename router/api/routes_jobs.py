@@ -20,7 +20,7 @@ from router.db.jobs import selection_values
 from router.db.models import Feedback, Job, ModelUsageLog
 from router.db.spool_writer import is_unavailable
 from router.db.usage import TERMINAL, job_by_idempotency_key, job_with_attempts
-from router.limits.http import admit_run, hand_off
+from router.limits.http import admit_run, for_selection, hand_off
 from router.runs.render import missing_request_fields
 from router.runs.runner import JobSpec
 from router.selection import Candidate
@@ -51,7 +51,7 @@ def select_and_run() -> tuple[Response, int]:
     req, duplicate = admit_run(svc, req, key)  # the acting client and its quotas (429)
     if duplicate is not None:  # refused only while copies of this request held the quota
         return _existing(svc, duplicate, req.wait)
-    d = decide(svc, req)
+    d = decide(for_selection(svc), req)  # backends at their concurrency cap held back
     try:
         _record_queued(svc, req, d, key)
     except IntegrityError:

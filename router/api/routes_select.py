@@ -10,7 +10,7 @@ from router.api.body import parse_body
 from router.api.deciding import decide, raise_if_nothing_chosen, record
 from router.api.schemas import SelectRequest
 from router.api.services import services
-from router.limits.http import check_request
+from router.limits.http import check_request, for_selection
 
 log = logging.getLogger(__name__)
 bp = Blueprint("select", __name__)
@@ -21,7 +21,7 @@ def post_select() -> tuple[Response, int]:
     req = parse_body(SelectRequest)
     svc = services()
     req = check_request(svc, req)  # the acting client and its requests per minute (429)
-    d = decide(svc, req)
+    d = decide(for_selection(svc), req)  # backends at their concurrency cap held back
     decision = d.decision
     try:
         record(svc, req, d, status="selected")

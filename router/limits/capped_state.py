@@ -1,6 +1,7 @@
 """Backends at their concurrency cap, as the selector sees them: not available, with the reason.
 
-Wraps the backend state provider the routes use; everything else is delegated unchanged. The cap
+Wraps the backend state provider for decisions (router/limits/http.py `for_selection`); everything
+else is delegated unchanged, and /readyz still reads the unwrapped provider. The cap
 is soft by one decision: two routers deciding in the same instant may both pick a backend with one
 slot left (the runner counts attempts as they start), but none picks a backend already at its cap.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from flask import Blueprint, Flask, Response, g, jsonify
@@ -15,6 +16,7 @@ from router.api.schemas import SelectRequest
 from router.api.services import Services, services
 from router.db.models import Job
 from router.db.usage import job_by_idempotency_key
+from router.limits.capped_state import CappedBackendState
 from router.limits.quotas import Admission, QuotaRefused
 
 bp = Blueprint("limits", __name__)
@@ -25,6 +27,14 @@ DUPLICATE_WAIT_S = 1.0  # a copy of the request records its job within milliseco
 def _bind(req: Req) -> Req:
     client = acting_client(req.client_id)
     return req if client == req.client_id else req.model_copy(update={"client_id": client})
+
+
+def for_selection(svc: Services) -> Services:
+    """The services a decision sees: backends at their concurrency cap offered as unavailable.
+    Only decisions: /readyz and /backends still show the backends' own health."""
+    if svc.quotas is None or not svc.quotas.limits.caps_backends:
+        return svc
+    return replace(svc, backend_state=CappedBackendState(svc.backend_state, svc.quotas))
 
 
 def check_request(svc: Services, req: Req) -> Req:

@@ -313,6 +313,7 @@ def test_a_single_backend_at_its_cap_is_a_503_with_the_reason(make_app: MakeApp,
     wait_until(lambda: counter(pg_db, "running", "backend:gpu") == [1.0])
     r = c.post("/select", json={"purpose": "portrait", "urgency": "batch"})
     assert r.status_code == 503 and "concurrency cap (1 of 1" in str(r.json), r.json
+    assert c.get("/readyz").status_code == 200  # busy is not unready: the router still takes work
     wait_until(lambda: c.get(f"/jobs/{first.json['id']}").json["status"] == "succeeded", 60)
     assert c.post("/select", json={"purpose": "portrait", "urgency": "batch"}).status_code == 200
 
