@@ -25,7 +25,6 @@ from router.comfyui import ComfyUIClient
 from router.db.database import Database
 from router.db.spool_writer import DurableWriter
 from router.limits import http as limits_http
-from router.limits.capped_state import CappedBackendState
 from router.limits.quotas import QuotaGate
 from router.runs.outputs import OutputStore
 from router.runs.runner import JobRunner
@@ -84,8 +83,6 @@ def create_app(
             stall_min_s=settings.stall_min_s,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
-    if settings.limits.caps_backends:  # a backend at its cap is not offered to the selector
-        backend_state = CappedBackendState(backend_state, quotas)
     app = Flask("router")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
