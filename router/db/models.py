@@ -221,9 +221,7 @@ class SpendAlert(Base):
     """A spend cap's warning (share of the cap reached) or pause (cap reached): once per window."""
 
     __tablename__ = "spend_alerts"
-    __table_args__ = (
-        Index("ux_spend_alerts_once", "subject", "kind", "window_start", "level", unique=True),
-    )
+    __table_args__ = (Index("ux_spend_alerts_once", "subject", "kind", "window_start", "level", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UtcTime, index=True)
