@@ -249,3 +249,20 @@ def test_openapi_documents_the_auth_and_quota_answers(scoped: FlaskClient) -> No
         assert {"401", "403", "429"} <= set(responses)
         assert "Retry-After" in responses["429"]["headers"]
     assert "403" in doc["paths"]["/admin/quotas"]["get"]["responses"]
+
+
+def test_auth_while_the_database_is_down(catalog: Catalog) -> None:
+    dead = Database("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    open_auth = Authenticator((), dead)
+    assert not open_auth.enabled()  # never saw a table key: as configured (none), not an error
+    app = create_app(
+        Settings(migrate_on_start=False, api_keys=f"acme:{ACME}"),
+        catalog=catalog,
+        database=dead,
+        backend_state=DeclaredBackendState(),
+    )
+    c = app.test_client()
+    assert c.post("/select", json={"purpose": "portrait"}, headers=bearer(ACME)).status_code == 200
+    r = c.post("/select", json={"purpose": "portrait"}, headers=bearer("not-an-env-key"))
+    assert r.status_code == 503 and r.json["error"]["code"] == "auth_unavailable"  # maybe a table key
+    assert c.post("/select", json={"purpose": "portrait"}).status_code == 401

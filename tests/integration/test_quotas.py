@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,26 @@ def test_backend_slots_of_a_dead_router_are_reclaimed(pg_db: Database, clock: Fa
     with gate.backend_slot("gpu"):
         assert gate.backends_running() == {"gpu": 1}
     assert gate.backends_running() == {"gpu": 0}
+
+
+def test_sqlite_counts_exactly_under_threads(tmp_path: Path, clock: FakeClock) -> None:
+    """The embedded default: migration 0004 and the same upserts on SQLite (>= 3.35 for RETURNING)."""
+    db = Database(f"sqlite:///{tmp_path / 'quotas.db'}")
+    db.migrate()
+    gate = QuotaGate(
+        LimitsSettings(requests_per_min=5, images_per_day=7, max_running_per_client=3), db, clock
+    )
+
+    def try_run(_: int) -> str:
+        try:
+            gate.admit_run("acme", images=1)
+        except QuotaRefused as exc:
+            return exc.code
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = sorted(pool.map(try_run, range(20)))
+    assert codes.count("ok") == 3  # max_running, the tightest, admitted exactly three
+    assert counter(db, "running", "client:acme") == [3.0]
+    assert counter(db, "requests_min", "client:acme") == [3.0]  # refused requests counted nothing
+    db.dispose()
