@@ -8,7 +8,6 @@ Plain calls (`system_stats()`, `queue()`, `history()`...) return typed values an
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,8 @@ from router.comfyui.protocol import (
     parse_system_stats,
     parse_upload,
 )
-from router.comfyui.ws import WsChannel, WsConnect, connect_websocket, ws_url
+from router.comfyui.socket_hub import Mailbox, SocketHub
+from router.comfyui.ws import WsConnect, connect_websocket, ws_url
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ class ComfyUIClient:
         self.client_id = str(uuid.uuid4())
         self._session = session if session is not None else _pooled_session()
         self._owns_session = session is None
-        self._ws_connect = ws_connect
         self._history_poll_delays_s = tuple(history_poll_delays_s)
-        self._socket_ids_in_use: set[str] = set()
-        self._lock = threading.Lock()
+        # One socket for every prompt of this client (see socket_hub): events reach the socket of
+        # the client_id a prompt was submitted with, so all are submitted with `client_id`.
+        self._hub = SocketHub(ws_url(self.base_url, self.client_id), ws_connect, timeout_s)
 
     # --- plain calls ----------------------------------------------------------------------------
 
@@ -154,28 +154,25 @@ class ComfyUIClient:
     ) -> Execution:
         """Submit `graph` and return its Execution; never raises for network failures.
 
-        The WebSocket is opened BEFORE the POST so that no event of the prompt can be missed
-        (a cached prompt finishes in about 1 ms). A failed submission gives an Execution whose
-        `outcome` is already set (connection_refused, invalid, http_error).
+        The prompt's mailbox on the client's WebSocket is open BEFORE the POST so that no event
+        of the prompt can be missed (a cached prompt finishes in about 1 ms). A failed submission
+        gives an Execution whose `outcome` is already set (connection_refused, invalid, http_error).
         """
         pid = prompt_id or str(uuid.uuid4())
-        socket_id = self._claim_socket_id()
         try:
-            channel = self._ws_connect(ws_url(self.base_url, socket_id), self.timeout_s)
+            mailbox = self._hub.subscribe(pid)
         except ComfyUIError as exc:
-            self._release_socket_id(socket_id)
-            return self._failed_execution(pid, socket_id, self._connect_failure(pid, exc))
+            return self._failed_execution(pid, self.client_id, self._connect_failure(pid, exc))
         submitted_at = time.monotonic()
-        body: dict[str, Any] = {"prompt": dict(graph), "client_id": socket_id, "prompt_id": pid}
+        body: dict[str, Any] = {"prompt": dict(graph), "client_id": self.client_id, "prompt_id": pid}
         if front:
             body["front"] = True
         try:
             response = self._session.post(self._url("/prompt"), json=body, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            channel.close()
-            self._release_socket_id(socket_id)
-            return self._failed_execution(pid, socket_id, self._request_failure(pid, "/prompt", exc))
-        return self._execution_from_answer(pid, socket_id, channel, submitted_at, response)
+            mailbox.close()
+            return self._failed_execution(pid, self.client_id, self._request_failure(pid, "/prompt", exc))
+        return self._execution_from_answer(pid, mailbox, submitted_at, response)
 
     def run(
         self,
@@ -198,18 +195,14 @@ class ComfyUIClient:
             return outcome
 
     def close(self) -> None:
+        self._hub.close()
         if self._owns_session:
             self._session.close()
 
     # --- submission helpers ---------------------------------------------------------------------
 
     def _execution_from_answer(
-        self,
-        pid: str,
-        socket_id: str,
-        channel: WsChannel,
-        submitted_at: float,
-        response: requests.Response,
+        self, pid: str, mailbox: Mailbox, submitted_at: float, response: requests.Response
     ) -> Execution:
         failure: Outcome | None = None
         if response.status_code == 200:
@@ -218,22 +211,24 @@ class ComfyUIClient:
             except ComfyUIProtocolError:
                 failure = self._http_failure(pid, "/prompt", response)
             else:
+                if accepted.prompt_id != pid:  # a ComfyUI that ignores the prompt_id it is given
+                    self._hub.rename(mailbox, accepted.prompt_id)
                 return Execution(
                     backend=self,
                     prompt_id=accepted.prompt_id,
-                    client_id=socket_id,
+                    client_id=self.client_id,
                     submitted_at=submitted_at,
-                    channel=channel,
+                    channel=mailbox,
                     number=accepted.number,
                     node_errors=accepted.node_errors,
                     history_poll_delays_s=self._history_poll_delays_s,
-                    on_close=self._on_execution_closed,
                 )
         elif response.status_code == 400:
             failure = parse_prompt_rejection(pid, _json_or_none(response))
-        channel.close()
-        self._release_socket_id(socket_id)
-        return self._failed_execution(pid, socket_id, failure or self._http_failure(pid, "/prompt", response))
+        mailbox.close()
+        return self._failed_execution(
+            pid, self.client_id, failure or self._http_failure(pid, "/prompt", response)
+        )
 
     def _failed_execution(self, pid: str, socket_id: str, outcome: Outcome) -> Execution:
         return Execution(
@@ -266,22 +261,6 @@ class ComfyUIClient:
             status=response.status_code,
             body_excerpt=response.text[:_BODY_EXCERPT_CHARS],
         )
-
-    # ComfyUI keeps ONE socket per clientId: a second socket opened with the same id silently
-    # takes over the first one's events. So concurrent executions of one client cannot all use
-    # client_id: the first uses it, the others get their own id.
-    def _claim_socket_id(self) -> str:
-        with self._lock:
-            socket_id = self.client_id if self.client_id not in self._socket_ids_in_use else str(uuid.uuid4())
-            self._socket_ids_in_use.add(socket_id)
-            return socket_id
-
-    def _release_socket_id(self, socket_id: str) -> None:
-        with self._lock:
-            self._socket_ids_in_use.discard(socket_id)
-
-    def _on_execution_closed(self, execution: Execution) -> None:
-        self._release_socket_id(execution.client_id)
 
     # --- HTTP helpers ---------------------------------------------------------------------------
 

@@ -267,16 +267,30 @@ def test_messages_of_another_prompt_are_ignored(fake: FakeComfyUI, client: Comfy
     assert [i.filename for i in outcome.images] == ["router_sd_00005_.png"]  # ours, not the foreign 00003
 
 
-def test_concurrent_executions_of_one_client_use_distinct_sockets(
+def test_concurrent_executions_of_one_client_share_one_socket(
     fake: FakeComfyUI, client: ComfyUIClient
 ) -> None:
+    """Each prompt gets its own events through the client's one socket (ComfyUI broadcasts every
+    queue change to every socket: one socket per prompt made N prompts read O(N^2) frames)."""
     fake.scenario = Scenario("sd15_warm_s2", time_scale=0.02)
-    with client.start(graph_of("sd15_warm_s2")) as first, client.start(graph_of("sd15_warm_s2")) as second:
-        assert first.client_id == client.client_id
-        assert second.client_id != client.client_id
-        outcomes = [first.wait(timeout_s=5), second.wait(timeout_s=5)]
+    progress: dict[str, list[int]] = {"first": [], "second": []}
+
+    def on(name: str) -> Any:
+        return lambda p: progress[name].append(p.value) if p.event == "progress" else None
+
+    runs = [client.start(graph_of("sd15_warm_s2")) for _ in range(3)]
+    with runs[0] as first, runs[1] as second, runs[2] as third:
+        assert first.client_id == second.client_id == third.client_id == client.client_id
+        outcomes = [
+            first.wait(timeout_s=5, on_progress=on("first")),
+            second.wait(timeout_s=5, on_progress=on("second")),
+            third.wait(timeout_s=5),
+        ]
     assert all(isinstance(o, Succeeded) for o in outcomes), outcomes
-    assert {p["client_id"] for p in fake.prompts} == {first.client_id, second.client_id}
+    assert len({o.prompt_id for o in outcomes}) == 3
+    assert progress["first"] == progress["second"] == [1, 2]  # each its own two steps
+    assert fake.ws_client_ids == [client.client_id]
+    assert {p["client_id"] for p in fake.prompts} == {client.client_id}
 
 
 def test_plain_calls(fake: FakeComfyUI, client: ComfyUIClient) -> None:
