@@ -11,14 +11,15 @@ Set-up, all real processes on loopback:
     has its own seed: no simulator cache serves a whole run.
   - the router as production runs it: `python -m router serve` (the `comfy-router serve` code:
     gunicorn gthread) with WORKERS processes x THREADS threads. With `wait: true` every request
-    holds one gunicorn thread until its job ends, so WORKERS x THREADS >= the number of jobs.
+    holds one gunicorn thread until its job ends, and the workers do not take equal shares of a
+    burst, so each worker has a thread for every job.
   - the database: a throwaway PostgreSQL (tests/support/postgres.py, as production would use);
     when it cannot be started, a SQLite file, and the report says so.
 
 Load: `wait: true` (what n8n's HTTP Request node does: one request, one answer with the job), all
 jobs fired at once from one asyncio event loop (aiohttp, no connection limit), after a warm-up of
-two bursts of jobs that are not counted (first requests import and connect; every simulator
-loads the model, see `warm_up`). Wall time is from firing the first to the last answer.
+two bursts of jobs that are not counted (see `warm_up`). Wall time is from firing the first to
+the last answer.
 
 Per job: overhead = the client's end-to-end time minus the attempts' `duration_s` (submission to
 ComfyUI until its outcome, the ComfyUI queue included). So it holds validation, selection, the
@@ -28,10 +29,11 @@ output image and the job view. Errors: any transport error, non-2xx answer, or j
 Peak RSS: the router's process tree (gunicorn master and workers; the simulators are separate
 processes and not counted), summed, sampled every SAMPLE_S by psutil while the load runs.
 
-What the overhead is made of here (py-spy, GIL samples of both workers): the jobs' own work is
-small; most of the router's CPU goes to reading WebSocket frames, because the router opens one
-socket per prompt and ComfyUI (the simulator alike) broadcasts every queue change to every socket:
-with N prompts queued on a backend, each job reads O(N) `status` frames, O(N^2) in all.
+What the overhead is made of: on this 2-core machine shared with the simulators, PostgreSQL and
+the client, mostly waiting for a CPU (router CPU per job x jobs / cores is of the order of the
+p50). This bench found that the router read ComfyUI's `status` broadcasts once per prompt in
+flight (one WebSocket per prompt: O(N^2) frames for N prompts on a backend, most of the router's
+CPU); the client now shares one socket (router/comfyui/socket_hub.py).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ JOBS = 500
 QUICK_JOBS = 100
 BACKENDS = 4
 WORKERS = 2
-THREADS = 256  # per worker: WORKERS x THREADS >= JOBS, as every wait=true request holds a thread
+THREADS = 512  # per worker: every wait=true request holds a thread, and gunicorn does not share
+# connections evenly between workers (one may take most of a burst), so each can hold them all
 WARMUP_JOBS = 16
 WARMUP_ROUNDS = 2
 SAMPLE_S = 0.05
@@ -291,11 +294,11 @@ def run_in(workdir: Path, jobs: int) -> dict[str, Any]:
 
 
 def warm_up(url: str) -> dict[str, Any]:
-    """WARMUP_ROUNDS bursts of WARMUP_JOBS jobs at once (not counted): both workers imported and
-    connected, and the model loaded on every backend. The selector prefers a backend where the model
-    is loaded until its queue costs more than that bonus; with these millisecond times, that is
-    thousands of prompts, so after a sequential warm-up (one warm backend) the whole load went there
-    (355 of 500 jobs on one of 4): a fleet state no real warm pool has, not what this bench measures."""
+    """WARMUP_ROUNDS bursts of WARMUP_JOBS jobs at once, not counted: both workers imported and
+    connected to the database and the backends, the model loaded. Where the jobs then go is the
+    selector's policy and is reported (`jobs_per_backend`): it keeps the backend where the model is
+    loaded while the estimated queue there fits the deadline, and with these millisecond times
+    that is hundreds of prompts, so most or all of the load lands on one or two of the 4 backends."""
     backends: Counter[str] = Counter()
     for _ in range(WARMUP_ROUNDS):
         results, _wall = asyncio.run(fire(url, WARMUP_JOBS))
