@@ -21,8 +21,10 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
+from router.comfyui.errors import ComfyUIConnectionError
 from router.comfyui.ws import ChannelClosedError, WsChannel, WsConnect
 
 log = logging.getLogger(__name__)
@@ -71,19 +73,41 @@ class SocketHub:
         self._mailboxes: dict[str, Mailbox] = {}
         self._idle_since = time.monotonic()
         self._closed = False
+        self._handshake: Future[None] | None = None  # the handshake under way, shared
 
     def subscribe(self, prompt_id: str) -> Mailbox:
-        """A mailbox for `prompt_id`, the socket opened first if needed (raises ComfyUIError)."""
+        """A mailbox for `prompt_id`, the socket opened first if needed (raises ComfyUIError).
+
+        Concurrent first submissions share one handshake, made outside the lock: with a backend
+        that does not answer, they all wait one `timeout_s`, not one each in turn."""
+        for _ in range(3):  # the socket may be lost between its handshake and our turn
+            with self._lock:
+                if self._channel is not None:
+                    box = Mailbox(self, prompt_id)
+                    self._mailboxes[prompt_id] = box
+                    return box
+                handshake, leader = self._handshake, self._handshake is None
+                if handshake is None:
+                    handshake = self._handshake = Future()
+            if leader:
+                self._open(handshake)
+            handshake.result()  # the leader's ComfyUIError, if the handshake failed
+        raise ComfyUIConnectionError(f"WebSocket {self.url} keeps closing right after opening", url=self.url)
+
+    def _open(self, handshake: Future[None]) -> None:
+        try:
+            channel = self._connect(self.url, self._timeout_s)
+        except BaseException as exc:
+            with self._lock:
+                self._handshake = None
+            handshake.set_exception(exc)
+            return
         with self._lock:
-            if self._channel is None:
-                # Under the lock: concurrent first submissions wait for one handshake, not N.
-                channel = self._connect(self.url, self._timeout_s)
-                self._channel = channel
-                self._closed = False
-                threading.Thread(target=self._read, args=(channel,), name="comfyui-ws", daemon=True).start()
-            box = Mailbox(self, prompt_id)
-            self._mailboxes[prompt_id] = box
-            return box
+            self._channel = channel
+            self._closed = False
+            self._handshake = None
+        threading.Thread(target=self._read, args=(channel,), name="comfyui-ws", daemon=True).start()
+        handshake.set_result(None)
 
     def rename(self, box: Mailbox, prompt_id: str) -> None:
         """ComfyUI answered with another prompt id than the one asked for: listen for that one."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -135,4 +136,41 @@ def test_a_renamed_mailbox_gets_the_frames_of_its_new_id(connect: Connector) -> 
     connect.sockets[0].send("executing", "given-by-comfyui", node=None)
     assert frames(box, 1)[0]["data"] == {"node": None, "prompt_id": "given-by-comfyui"}
     box.close()
+    hub.close()
+
+
+class SlowConnector(Connector):
+    def __init__(self, delay_s: float, refuse: bool) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.refuse_slowly = refuse
+        self.attempts = 0
+
+    def __call__(self, url: str, timeout_s: float) -> FakeSocket:
+        self.attempts += 1
+        time.sleep(self.delay_s)
+        if self.refuse_slowly:
+            raise ComfyUIConnectionError("no answer", url=url)
+        return super().__call__(url, timeout_s)
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["slow-handshake", "slow-refusal"])
+def test_concurrent_first_prompts_share_one_handshake(refuse: bool) -> None:
+    connect = SlowConnector(delay_s=0.3, refuse=refuse)
+    hub = SocketHub("ws://x/ws?clientId=c", connect, timeout_s=1.0)
+
+    def one(i: int) -> str:
+        try:
+            hub.subscribe(f"p{i}").close()
+        except ComfyUIConnectionError as exc:
+            return str(exc)
+        return "ok"
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(one, range(20)))
+    elapsed = time.monotonic() - t0
+    assert connect.attempts == 1
+    assert answers == (["no answer"] * 20 if refuse else ["ok"] * 20)
+    assert elapsed < 0.3 * 3  # one handshake's wait, not one each in turn (20 x 0.3 s)
     hub.close()
