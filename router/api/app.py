@@ -83,6 +83,8 @@ def create_app(
             stall_min_s=settings.stall_min_s,
         )
         threading.Thread(target=_reattach, args=(runner,), name="reattach", daemon=True).start()
+        writes.on_adopted_replayed = lambda: _reattach(runner)
+        writes.resume()
     app = Flask("router")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -82,6 +82,9 @@ class DurableWriter:
         self.max_backoff_s = max_backoff_s
         self.idle_s = idle_s
         self.background = background  # False: nothing replays but explicit drain() calls (tests)
+        # Called once a dead process's spool is in the database: the attempts it left `running`
+        # are only now visible to re-attaching (set by the app to the runner's reattach).
+        self.on_adopted_replayed: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}  # job id -> its records in the spools
         self._memo: dict[str, _JobMemo] = {}
@@ -98,7 +101,6 @@ class DurableWriter:
                 self._memo.setdefault(op.job_id, _JobMemo()).apply(op.kind, op.values)
         if self._adopted:
             log.warning("adopted %d spool file(s) left by stopped router processes", len(self._adopted))
-            self.start()
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -227,14 +229,22 @@ class DurableWriter:
                 self._forget_if_done(op.job_id)
 
     def _retire_drained_adoptees(self) -> None:
-        for spool in [s for s in self._adopted if s.depth() == 0]:
+        retired = [s for s in self._adopted if s.depth() == 0]
+        for spool in retired:
             spool.close(delete_if_empty=True)
             self._adopted.remove(spool)
+        if retired and self.on_adopted_replayed is not None:
+            self.on_adopted_replayed()
 
     def _spools(self) -> list[Spool]:
         return ([self.spool] if self.spool is not None else []) + list(self._adopted)
 
     # --- the drainer thread -------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Start replaying what the adopted spools hold (once the caller has wired its hooks)."""
+        if self.depth():
+            self.start()
 
     def start(self) -> None:
         """Replay in the background: at once when a record is spooled, then with backoff while

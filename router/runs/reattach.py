@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import psutil
 from sqlalchemy import select, update
 
 from router.catalog.schema import Backend, Catalog
@@ -48,7 +49,16 @@ def owner_is_dead(owner: str | None) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(int(pid_text))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process whose parent died too lingers as a zombie until init reaps it (slowly in
+    some containers): it still answers kill(pid, 0) but will never finish its attempts."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True  # gone in the meantime
 
 
 def claim_orphans(db: Database, me: str) -> list[ModelUsageLog]:

@@ -1,6 +1,7 @@
 """The spool survives the router: a live router (gunicorn, as `make run` starts it) keeps running
-jobs while PostgreSQL is down, is killed with SIGKILL before it could replay anything, and the
-next router started on the same data directory adopts its spool and writes every row."""
+jobs while PostgreSQL is down, is killed with SIGKILL (one job still running on ComfyUI) before it
+could replay anything, and the next router started on the same data directory adopts its spool,
+writes every row, and re-attaches to the prompt left running."""
 
 from __future__ import annotations
 
@@ -85,6 +86,11 @@ def test_a_router_killed_while_postgres_is_down_loses_no_row(
             assert r.headers.get("X-Comfy-Router-Persisted") == "false", r.json()
         ready = requests.get(first.url + "/readyz", timeout=10).json()
         assert ready["spool_depth"] >= 10 * 4, ready  # insert, running, attempt start+finish, end
+        for sim in fleet.sims.values():
+            sim.set_faults(slowdown=20.0)  # the next job takes seconds: killed while it runs
+        inflight = submit(first)
+        job_ids.append(inflight)
+        fleet.running_on()
         assert first.proc is not None
         os.killpg(first.proc.pid, signal.SIGKILL)  # no shutdown hook, no chance to replay
         first.proc.wait(timeout=10)
@@ -103,7 +109,9 @@ def test_a_router_killed_while_postgres_is_down_loses_no_row(
             time.sleep(0.2)
         jobs, rows = stored(db, job_ids)
         assert set(jobs) == set(job_ids), second.log_tail()
-        assert all(j.status == "succeeded" and j.finished_at is not None for j in jobs.values())
+        unfinished = {j.id: (j.status, j.error, j.finished_at) for j in jobs.values() if j.status != "succeeded"}
+        assert not unfinished and all(j.finished_at is not None for j in jobs.values()), (inflight, unfinished)
+        assert "re-attached" in (next(r for r in rows if r.job_id == inflight).error or "")
         # Attempts counted independently: the prompts the simulators received.
         received = set()
         for sim in fleet.sims.values():

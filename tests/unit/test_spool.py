@@ -323,12 +323,16 @@ def test_a_restarted_writer_adopts_the_spool_and_remembers_its_jobs(
     assert first.spool is not None
     first.spool.close()  # the process ends without draining (its lock goes with it)
     second = DurableWriter(up, tmp_path / "spool", idle_s=0.05)
+    replayed: list[bool] = []
+    second.on_adopted_replayed = lambda: replayed.append(True)
+    second.resume()
     try:
         deadline = datetime.now(UTC) + timedelta(seconds=10)
         while second.depth() and datetime.now(UTC) < deadline:
             time.sleep(0.05)
         job, attempts = rows(up, "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb")
         assert job is not None and job.status == "succeeded" and len(attempts) == 2
+        assert replayed == [True]
     finally:
         second.stop()
     assert not list((tmp_path / "spool").glob("*.sqlite3"))  # drained adoptee deleted
