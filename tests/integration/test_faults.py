@@ -336,3 +336,24 @@ def test_postgres_restarted_while_50_jobs_run_loses_nothing(
         f"succeeded, {made} attempts, {len(rows)} model_usage_log rows, {elapsed:.1f} s"
     )
     threading.Thread(target=svc.writes.stop, daemon=True).start()
+
+
+def test_a_backend_hung_before_the_submission_fails_over(
+    pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
+) -> None:
+    fleet = FaultFleet(["a", "b"])
+    fleets.append(fleet)
+    app = router_app(pg_db, fleet, tmp_path)
+    client = app.test_client()
+    chosen = client.post("/select", json=BODY).json["backend"]  # the live state is fresh now
+    fleet.sims[chosen].set_faults(hang=True)  # the WebSocket handshake and /prompt stall
+    t0 = time.monotonic()
+    job = client.post("/select-and-run", json=BODY).json
+    assert job["status"] == "succeeded", job
+    first, last = job["attempts"][0], job["attempts"][-1]
+    assert first["backend"] == chosen and first["outcome"] == "backend_error", first
+    assert "2.0 s" in first["error"], first  # the client's timeout, named
+    assert last["backend"] != chosen
+    assert time.monotonic() - t0 < 15.0
+    assert backend_row(client, chosen)["healthy"] is False
+    assert len(usage_rows(pg_db, [job["id"]])) == len(job["attempts"]) == attempts_counted(app)
