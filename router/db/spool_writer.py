@@ -133,7 +133,12 @@ class DurableWriter:
         except Exception as exc:
             if self.spool_dir is None or not is_unavailable(exc):
                 with self._lock:
-                    self._forget_if_done(job_id)
+                    if kind == "insert_job" and self._counts.get(job_id, 0) == 0:
+                        # Never written (it lost an Idempotency-Key race, say): a memo would make
+                        # job_id_for_key answer with a job that does not exist.
+                        self._memo.pop(job_id, None)
+                    else:
+                        self._forget_if_done(job_id)
                 raise
             log.warning("database unavailable, spooling %s of job %s: %s", kind, job_id, _first_line(exc))
             with self._lock:

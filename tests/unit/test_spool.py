@@ -336,3 +336,19 @@ def test_a_restarted_writer_adopts_the_spool_and_remembers_its_jobs(
     finally:
         second.stop()
     assert not list((tmp_path / "spool").glob("*.sqlite3"))  # drained adoptee deleted
+
+
+def test_a_job_that_lost_the_idempotency_race_is_not_remembered(tmp_path: Path, up: Database) -> None:
+    """Found by the two-router test: the losing insert's memo made the key point at a job that
+    was never written (404 for a request that should get the winner's job)."""
+    from sqlalchemy.exc import IntegrityError
+
+    w = DurableWriter(up, tmp_path / "spool", background=False)
+    try:
+        w.insert_job(job_values("22222222-2222-2222-2222-222222222222", key="same-key"))
+        with pytest.raises(IntegrityError):
+            w.insert_job(job_values("33333333-3333-3333-3333-333333333333", key="same-key"))
+        assert w.job_id_for_key("same-key") in (None, "22222222-2222-2222-2222-222222222222")
+        assert w.view("33333333-3333-3333-3333-333333333333") is None
+    finally:
+        w.stop()
