@@ -84,6 +84,15 @@ class RunControl:
     execution: Any = None  # the ComfyUI Execution in flight, for a targeted interrupt
 
 
+@dataclass(frozen=True)
+class Hung:
+    """Why the runner gave up on a backend that stopped moving; `answers`: it still answers HTTP
+    (worth sending the interrupt)."""
+
+    reason: str
+    answers: bool = False
+
+
 @dataclass
 class AttemptResult:
     outcome: str  # ok | degraded | timeout | oom | backend_error | invalid | cancelled
@@ -301,14 +310,14 @@ class JobRunner:
             execution = client.start(graph, prompt_id=prompt_id, front=spec.front)
             control.execution = execution
             try:
-                outcome, stalled_s = self._wait(execution, rung, hard_stop_at, on_progress)
-                if isinstance(outcome, TimedOut):
+                outcome, hung = self._wait(execution, client, rung, hard_stop_at, on_progress)
+                if isinstance(outcome, TimedOut) and (hung is None or hung.answers):
                     _cancel_quietly(execution)
             finally:
                 control.execution = None
                 execution.close()
                 self.state.record_finished(backend.id, prompt_id)
-            result = self._classify(outcome, rung, watch, holder["next"], control, degraded, stalled_s)
+            result = self._classify(outcome, rung, watch, holder["next"], control, degraded, hung)
             if result.outcome in ("ok", "degraded") and isinstance(outcome, Succeeded):
                 result = self._fetch_images(client, rung, outcome, result)
             self._learn(rung, outcome, watch)
@@ -325,15 +334,18 @@ class JobRunner:
     def _wait(
         self,
         execution: Any,
+        client: ComfyUIClient,
         rung: Candidate,
         hard_stop_at: float,
         on_progress: Callable[[Progress], bool],
-    ) -> tuple[Outcome, float | None]:
-        """Wait for the prompt until the hard stop, but give up on a backend that has gone silent:
-        once the prompt runs, no event of it for `stall_s` (twice the whole rung's estimate, at
-        least `stall_min_s`) means a hung backend (socket open, nothing moving). Before it runs,
-        only the hard stop applies: a prompt may wait its turn in ComfyUI's queue.
-        Returns the outcome and, for a stall, the seconds of silence."""
+    ) -> tuple[Outcome, Hung | None]:
+        """Wait for the prompt until the hard stop, but give up on a backend that has hung.
+
+        Silence is measured in `stall_s` windows (twice the rung's whole estimate, at least
+        `stall_min_s`). Once the prompt runs, a window without any event of it means a hung
+        backend (socket open, nothing moving). Before it runs the prompt may just be waiting its
+        turn, so a silent window only leads to asking the backend for its queue: no answer means
+        hung, an answer means keep waiting."""
         stall_s = max(self.stall_min_s, 2.0 * rung.estimate.total_s)
         last_event = [self.clock.monotonic()]
 
@@ -343,18 +355,25 @@ class JobRunner:
 
         while True:
             now = self.clock.monotonic()
-            # Waiting in slices: a prompt that has not started yet is only looked at again.
-            quiet_until = last_event[0] + stall_s if execution.started else now + stall_s
-            until = min(hard_stop_at, quiet_until)
+            until = min(hard_stop_at, last_event[0] + stall_s)
             outcome: Outcome = execution.wait(timeout_s=max(0.1, until - now), on_progress=tracked)
             if not isinstance(outcome, TimedOut):
                 return outcome, None
             now = self.clock.monotonic()
+            silent_s = now - last_event[0]
             if now >= hard_stop_at - 0.05:
                 return outcome, None
-            silent_s = now - last_event[0]
-            if execution.started and silent_s >= stall_s:
-                return outcome, silent_s
+            if silent_s < stall_s:
+                continue
+            if execution.started:
+                return outcome, Hung(
+                    f"no progress for {silent_s:.1f} s with the prompt running", answers=True
+                )
+            try:
+                client.queue()
+            except ComfyUIError as exc:
+                return outcome, Hung(f"no event for {silent_s:.1f} s and /queue does not answer: {exc}")
+            last_event[0] = now  # it answers: the prompt waits its turn
 
     def _fetch_images(
         self, client: ComfyUIClient, rung: Candidate, outcome: Succeeded, result: AttemptResult
@@ -438,12 +457,12 @@ class JobRunner:
         next_rung: Candidate | None,
         control: RunControl,
         degraded: bool,
-        stalled_s: float | None = None,
+        hung: Hung | None = None,
     ) -> AttemptResult:
-        if isinstance(outcome, TimedOut) and stalled_s is not None:
-            reason = f"backend hung: no progress for {stalled_s:.1f} s with the prompt running; cancelled"
+        if isinstance(outcome, TimedOut) and hung is not None:
+            reason = f"backend hung: {hung.reason}"
             self.state.record_failure(rung.view.backend.id, reason)
-            return AttemptResult("timeout", reason)
+            return AttemptResult("timeout" if hung.answers else "backend_error", reason)
         if isinstance(outcome, Succeeded):
             return AttemptResult("degraded" if degraded else "ok", None)
         if isinstance(outcome, Interrupted):

@@ -9,6 +9,8 @@ the runner made (counted independently, by the runner's Prometheus counter): not
 
 from __future__ import annotations
 
+import faulthandler
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +32,8 @@ from router.db.database import Database
 from router.db.models import Job, ModelUsageLog
 from router.settings import Settings
 from router.simulator import SimulatorHandle, start_simulator
-from router.simulator.testing import fast_catalog
+from router.simulator.testing import checkpoint_graph, fast_catalog
+from router.simulator.testing import submit as sim_submit
 from tests.integration.test_select_and_run import backend, tiny_catalog
 from tests.support.postgres import PostgresServer
 
@@ -117,7 +120,8 @@ def wait_terminal(client: FlaskClient, job_id: str, timeout_s: float = 60.0) -> 
             return job
         assert r.status_code in (200, 503), r.json  # 503: database down and not in memory
         time.sleep(0.05)
-    raise AssertionError(f"job {job_id} not terminal within {timeout_s} s")
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # where the runner is stuck
+    raise AssertionError(f"job {job_id} not terminal within {timeout_s} s: {r.json}")
 
 
 def submit(client: FlaskClient, **extra: Any) -> str:
@@ -283,6 +287,9 @@ def test_postgres_restarted_while_50_jobs_run_loses_nothing(
     server.stop("fast")
     down_at, down_utc = time.monotonic(), datetime.now(UTC)
     job_ids += [submit(client) for _ in range(20)]  # accepted while the database is down
+    # And a backend dies while the database is away: its attempts' rows must not be lost either.
+    victim = fleet.running_on()
+    fleet.sims[victim].stop()
     ready = client.get("/readyz")
     assert ready.status_code == 503 and any("database unreachable" in p for p in ready.json["problems"])
     assert ready.json["spool_depth"] > 0, ready.json
@@ -326,14 +333,18 @@ def test_postgres_restarted_while_50_jobs_run_loses_nothing(
     assert len({(r.job_id, r.attempt) for r in rows}) == len(rows)
     per_job = {j: sum(1 for r in rows if r.job_id == j) for j in job_ids}
     assert all(per_job[j] == len(jobs[j]["attempts"]) for j in job_ids)
+    # The jobs on the killed backend failed over: more attempts than jobs, each with its row.
+    assert any(r.backend == victim and r.outcome == "backend_error" and r.error for r in rows)
+    assert made > len(job_ids)
     # The outage really cut through the runs: jobs created and attempts started while it lasted.
     assert sum(down_utc <= stored[j].created_at <= up_utc for j in job_ids) >= 20
     assert any(down_utc <= r.started_at <= up_utc for r in rows)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(ModelUsageLog)) == made
     print(
-        f"\n50 jobs across a PostgreSQL restart: {sum(j['status'] == 'succeeded' for j in jobs.values())} "
-        f"succeeded, {made} attempts, {len(rows)} model_usage_log rows, {elapsed:.1f} s"
+        f"\n50 jobs across a PostgreSQL restart (backend {victim} killed during it): "
+        f"{sum(j['status'] == 'succeeded' for j in jobs.values())} succeeded, {made} attempts, "
+        f"{len(rows)} model_usage_log rows, {elapsed:.1f} s"
     )
     threading.Thread(target=svc.writes.stop, daemon=True).start()
 
@@ -357,3 +368,29 @@ def test_a_backend_hung_before_the_submission_fails_over(
     assert time.monotonic() - t0 < 15.0
     assert backend_row(client, chosen)["healthy"] is False
     assert len(usage_rows(pg_db, [job["id"]])) == len(job["attempts"]) == attempts_counted(app)
+
+
+def test_a_backend_that_hangs_with_the_prompt_still_queued_fails_over(
+    pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
+) -> None:
+    fleet = FaultFleet(["a", "b"])
+    fleets.append(fleet)
+    app = router_app(pg_db, fleet, tmp_path)
+    client = app.test_client()
+    chosen = client.post("/select", json=BODY).json["backend"]  # the live state is fresh now
+    sim = fleet.sims[chosen]
+    sim.set_faults(slowdown=1e5)  # what starts there now never ends
+    sim_submit(sim.url, checkpoint_graph("hq.safetensors"))  # another client's prompt holds the GPU
+    job_id = submit(client)  # the router does not know yet: it queues behind that prompt
+    end = time.monotonic() + 10
+    while not sim.state()["queue"]["pending"] and time.monotonic() < end:
+        time.sleep(0.02)
+    assert sim.state()["queue"]["pending"]
+    sim.set_faults(hang=True)  # then the whole server stops answering
+    job = wait_terminal(client, job_id)
+    assert job["status"] == "succeeded", job
+    first, last = job["attempts"][0], job["attempts"][-1]
+    assert first["backend"] == chosen and first["outcome"] == "backend_error", first
+    assert "/queue does not answer" in first["error"], first
+    assert last["backend"] != chosen
+    assert len(usage_rows(pg_db, [job_id])) == len(job["attempts"]) == attempts_counted(app)
