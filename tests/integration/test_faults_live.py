@@ -109,8 +109,13 @@ def test_a_router_killed_while_postgres_is_down_loses_no_row(
             time.sleep(0.2)
         jobs, rows = stored(db, job_ids)
         assert set(jobs) == set(job_ids), second.log_tail()
-        unfinished = {j.id: (j.status, j.error, j.finished_at) for j in jobs.values() if j.status != "succeeded"}
-        assert not unfinished and all(j.finished_at is not None for j in jobs.values()), (inflight, unfinished)
+        unfinished = {
+            j.id: (j.status, j.error, j.finished_at) for j in jobs.values() if j.status != "succeeded"
+        }
+        assert not unfinished and all(j.finished_at is not None for j in jobs.values()), (
+            inflight,
+            unfinished,
+        )
         assert "re-attached" in (next(r for r in rows if r.job_id == inflight).error or "")
         # Attempts counted independently: the prompts the simulators received.
         received = set()
