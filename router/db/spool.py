@@ -164,6 +164,8 @@ class Spool:
 
     def dead_count(self) -> int:
         with self._mutex:
+            if self._closed:  # a drained adoptee retired while /metrics was being scraped
+                return 0
             return int(self._conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
 
     # --- closing ------------------------------------------------------------------------------

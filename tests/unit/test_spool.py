@@ -144,6 +144,7 @@ def test_records_come_back_in_append_order_and_leave_one_by_one(tmp_path: Path) 
         spool.append("job", "drop_table", {})
     spool.close(delete_if_empty=True)
     assert spool.path.exists()  # not empty: kept
+    assert spool.dead_count() == 0  # closed: nothing to count here any more (no error)
 
 
 def test_a_live_owners_spool_is_never_adopted(tmp_path: Path) -> None:
