@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from router.settings import Settings
 
@@ -37,6 +38,8 @@ def _serve(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=1, help="processes (state is shared through the database)")
     p.add_argument("--threads", type=int, default=16, help="threads per process")
     args = p.parse_args(argv)
+    if args.workers > 1:
+        _prometheus_multiprocess()  # before prometheus-client is imported (router.api.app)
     from router.api.app import catalog_store, create_app
     from router.backends.simulated import start_missing_simulators
     from router.serve import serve
@@ -54,6 +57,25 @@ def _serve(argv: list[str]) -> int:
         lambda: create_app(settings, catalog=catalogs, simulated=simulated),
     )
     return 0
+
+
+def _prometheus_multiprocess() -> None:
+    """Counters shared by every gunicorn worker through files (prometheus-client's multiprocess
+    mode): a directory from PROMETHEUS_MULTIPROC_DIR, emptied, or a new temporary one."""
+    import os
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        logging.getLogger(__name__).warning(
+            "prometheus-client was imported before serve: /metrics counts each worker apart"
+        )
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        for stale in Path(given).glob("*.db"):  # counts of an earlier run would add up
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="comfy-router-metrics-")
 
 
 def _monitor(argv: list[str]) -> int:

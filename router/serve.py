@@ -40,5 +40,16 @@ def serve(host: str, port: int, workers: int, threads: int, app_factory: Any) ->
             "graceful_timeout": 30,
             "accesslog": "-",
             "preload_app": False,  # the app is built in each worker: pools and threads do not survive fork
+            "child_exit": _worker_exited,
         },
     ).run()
+
+
+def _worker_exited(_server: Any, worker: Any) -> None:
+    """A dead worker's live gauges leave the multiprocess files (its counters stay counted)."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -1,7 +1,14 @@
-"""Prometheus metrics of one router process (prometheus-client; a registry per app, no globals)."""
+"""Prometheus metrics of the router (prometheus-client; a registry per app, no globals).
+
+Under gunicorn with several workers (`comfy-router serve --workers N`), PROMETHEUS_MULTIPROC_DIR
+is set before prometheus-client is imported, so counters and histograms of every worker are kept
+in files there and /metrics, whichever worker answers it, sums them. What is read live at scrape
+time (backend state, spool depth) is the answering worker's own view.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,19 +18,25 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 MB = 1024 * 1024
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
 
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._live: list[Collector] = []  # read at scrape time in this process
         r = self.registry
         self.requests = Counter(
             "comfy_router_http_requests",
@@ -79,19 +92,24 @@ class RouterMetrics:
 
     def add_spool_gauges(self, depth: Callable[[], int], dead: Callable[[], int]) -> None:
         """Writes waiting on local disk for the database, and writes it refused for good."""
-        Gauge(
-            "comfy_router_spool_depth",
-            "Job/usage writes spooled until the database answers",
-            registry=self.registry,
-        ).set_function(depth)
-        Gauge(
-            "comfy_router_spool_dead",
-            "Spooled writes the database refused (kept on disk)",
-            registry=self.registry,
-        ).set_function(dead)
+        self._add_live(_SpoolCollector(depth, dead))
 
     def add_backend_collector(self, describe: Callable[[], list[dict[str, Any]]]) -> None:
-        self.registry.register(_BackendCollector(describe))
+        self._add_live(_BackendCollector(describe))
+
+    def _add_live(self, collector: Collector) -> None:
+        self._live.append(collector)
+        self.registry.register(collector)
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: all workers' counters when in multiprocess mode."""
+        if multiprocess_dir() is None:
+            return bytes(generate_latest(self.registry))
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        for collector in self._live:
+            registry.register(collector)
+        return bytes(generate_latest(registry))
 
     def instrument(self, app: Flask) -> None:
         @app.before_request
@@ -108,7 +126,21 @@ class RouterMetrics:
 
         @app.get("/metrics")
         def _metrics() -> Response:
-            return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)
+            return Response(self.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
+
+class _SpoolCollector(Collector):
+    def __init__(self, depth: Callable[[], int], dead: Callable[[], int]) -> None:
+        self._depth = depth
+        self._dead = dead
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "comfy_router_spool_depth", "Job/usage writes spooled until the database answers", self._depth()
+        )
+        yield GaugeMetricFamily(
+            "comfy_router_spool_dead", "Spooled writes the database refused (kept on disk)", self._dead()
+        )
 
 
 class _BackendCollector(Collector):

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,6 +43,7 @@ class LiveRouter(ProcessGroup):
         workdir: Path,
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 60.0,
+        serve_args: Sequence[str] = (),
     ) -> None:
         self.catalog_path = catalog_path
         self.database_url = database_url
@@ -51,6 +52,7 @@ class LiveRouter(ProcessGroup):
         self.log_path = workdir / "router.log"
         self.extra_env = dict(env or {})
         self.start_timeout_s = start_timeout_s
+        self.serve_args = list(serve_args)  # e.g. ["--workers", "2"]
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -73,7 +75,19 @@ class LiveRouter(ProcessGroup):
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [
+                    *(
+                        sys.executable,
+                        "-m",
+                        "router",
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                    ),
+                    *self.serve_args,
+                ],
                 cwd=self.workdir,
                 env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))},
                 stdout=log,
