@@ -7,9 +7,15 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from router.db.spool_writer import is_unavailable
+
 log = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE = "database_unavailable"
+RETRY_AFTER_S = "5"  # seconds: a restarting PostgreSQL is usually back by then
 
 
 class ApiError(Exception):
@@ -43,7 +49,10 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        response, status = error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.code == DATABASE_UNAVAILABLE:
+            response.headers["Retry-After"] = RETRY_AFTER_S
+        return response, status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
@@ -55,6 +64,17 @@ def register_error_handlers(app: Flask) -> None:
             415: "unsupported_media_type",
         }.get(status, "http_error")
         return error_response(status, code, exc.description or exc.name)
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database(exc: SQLAlchemyError) -> tuple[Response, int]:
+        if not is_unavailable(exc):
+            return _unexpected(exc)
+        log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        response, status = error_response(
+            503, DATABASE_UNAVAILABLE, "the database is unreachable; retry in a few seconds"
+        )
+        response.headers["Retry-After"] = RETRY_AFTER_S
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
