@@ -44,6 +44,9 @@ def is_unavailable(exc: BaseException) -> bool:
 class _JobMemo:
     values: dict[str, Any] = field(default_factory=dict)
     attempts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # The job row is written or spooled (not merely being inserted: that insert may still lose an
+    # Idempotency-Key race, and then the job never exists).
+    recorded: bool = False
 
     def apply(self, kind: str, values: dict[str, Any]) -> None:
         if kind in ("insert_job", "update_job"):
@@ -98,7 +101,9 @@ class DurableWriter:
         for s in self._spools():
             for op in s.head(limit=-1):  # SQLite: no limit
                 self._counts[op.job_id] = self._counts.get(op.job_id, 0) + 1
-                self._memo.setdefault(op.job_id, _JobMemo()).apply(op.kind, op.values)
+                memo = self._memo.setdefault(op.job_id, _JobMemo())
+                memo.apply(op.kind, op.values)
+                memo.recorded = True  # spooled by a router that stopped: it will be written
         if self._adopted:
             log.warning("adopted %d spool file(s) left by stopped router processes", len(self._adopted))
 
@@ -147,10 +152,14 @@ class DurableWriter:
                 self._append(job_id, kind, values)
             return
         with self._lock:
+            memo = self._memo.get(job_id)
+            if memo is not None:
+                memo.recorded = True
             self._forget_if_done(job_id)
 
     def _append(self, job_id: str, kind: str, values: dict[str, Any]) -> None:
         """Called under the lock."""
+        self._memo.setdefault(job_id, _JobMemo()).recorded = True
         if self.spool is None:
             assert self.spool_dir is not None
             self.spool = Spool.create(self.spool_dir)
@@ -187,7 +196,7 @@ class DurableWriter:
         """A job in memory holding this Idempotency-Key (e.g. spooled while the database is down)."""
         with self._lock:
             for job_id, memo in self._memo.items():
-                if memo.values.get("idempotency_key") == key:
+                if memo.recorded and memo.values.get("idempotency_key") == key:
                     return job_id
         return None
 

@@ -353,3 +353,36 @@ def test_a_job_that_lost_the_idempotency_race_is_not_remembered(tmp_path: Path, 
         assert w.view("33333333-3333-3333-3333-333333333333") is None
     finally:
         w.stop()
+
+
+def test_a_job_whose_insert_is_in_flight_is_not_answered_for_its_key(tmp_path: Path, up: Database) -> None:
+    """Found by the two-router test: while one request's insert was still in flight (and about to
+    lose the race), a copy in the same process was answered with that job: 404 once it failed."""
+    import threading
+
+    w = DurableWriter(up, tmp_path / "spool", background=False)
+    entered, release = threading.Event(), threading.Event()
+    seen: list[str | None] = []
+
+    def slow_insert() -> None:
+        entered.set()
+        release.wait(5)
+
+    try:
+        thread = threading.Thread(
+            target=lambda: w._write(
+                "44444444-4444-4444-4444-444444444444",
+                "insert_job",
+                job_values("44444444-4444-4444-4444-444444444444", key="k2"),
+                slow_insert,
+            )
+        )
+        thread.start()
+        assert entered.wait(5)
+        seen.append(w.job_id_for_key("k2"))  # the insert has not returned yet
+        release.set()
+        thread.join(5)
+        seen.append(w.job_id_for_key("k2"))
+    finally:
+        w.stop()
+    assert seen[0] is None
