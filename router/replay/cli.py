@@ -116,7 +116,7 @@ def replay_main(argv: list[str]) -> int:
         runs = _run_all(catalog, requests, policies, options, quiet=args.quiet)
     except (CatalogError, TraceError, ValueError) as exc:
         return _fail(prog, str(exc))
-    result = result_json(requests, runs, options, str(args.trace))
+    result = result_json(requests, runs, options, str(args.trace), catalog)
     print(table(result))
     wall = sum(r.wall_s for r in runs.values())
     print(

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from router.catalog.schema import Catalog
+from router.replay.bound import idle_fleet_bound
 from router.replay.engine import EventLoop
 from router.replay.fleet import Fleet
 from router.replay.metrics import policy_metrics
@@ -155,9 +156,22 @@ def replay(
 
 
 def result_json(
-    requests: Sequence[TraceRequest], runs: dict[str, PolicyRun], options: ReplayOptions, source: str
+    requests: Sequence[TraceRequest],
+    runs: dict[str, PolicyRun],
+    options: ReplayOptions,
+    source: str,
+    catalog: Catalog,
 ) -> dict[str, Any]:
-    """`{"trace": {...}, "policies": {NAME: {...}}}` (no wall-clock figures: equal runs, equal JSON)."""
+    """`{"trace": {...}, "policies": {NAME: {...}}}` (no wall-clock figures: equal runs, equal JSON).
+    `trace.idle_fleet_bound` is the ceiling no policy can pass (router/replay/bound.py)."""
+    bound = idle_fleet_bound(
+        catalog,
+        requests,
+        seed=options.seed,
+        slowdown=options.slowdown,
+        vram_mb=options.vram_mb,
+        noise_sigma=options.noise_sigma,
+    )
     return {
         "trace": {
             "source": source,
@@ -165,6 +179,7 @@ def result_json(
             "seed": options.seed,
             "slowdown": options.slowdown,
             "vram_mb": options.vram_mb,
+            "idle_fleet_bound": bound,
         },
         "policies": {name: run.metrics() for name, run in runs.items()},
     }

@@ -105,7 +105,8 @@ def test_same_trace_and_seed_same_json_other_seed_other_numbers(catalog: Catalog
     options = ReplayOptions(seed=11)
 
     def run(opts: ReplayOptions) -> str:
-        return json.dumps(result_json(trace, replay(catalog, trace, options=opts), opts, "t"), sort_keys=True)
+        result = result_json(trace, replay(catalog, trace, options=opts), opts, "t", catalog)
+        return json.dumps(result, sort_keys=True)
 
     first = run(options)
     assert first == run(options)
@@ -173,3 +174,15 @@ def test_the_router_is_not_locked_out_of_a_card_holding_cached_models(catalog: C
         r for r in run.records if not r.attempts and "vram_insufficient" in r.selection_reason
     ]
     assert refused_for_vram == []
+
+
+@pytest.mark.parametrize("load", [0.8, 1.2])
+def test_no_policy_passes_the_idle_fleet_ceiling(catalog: Catalog, load: float) -> None:
+    """Each request alone on an idle, warm fleet is the least time it can get: a true ceiling."""
+    trace = generate_trace(catalog, TraceSpec(load=load, seed=5, requests=250))
+    options = ReplayOptions(seed=5)
+    runs = replay(catalog, trace, options=options)
+    ceiling = result_json(trace, runs, options, "t", catalog)["trace"]["idle_fleet_bound"]
+    assert 0 < ceiling["deadline_hit_rate"] <= 1
+    for name, run in runs.items():
+        assert run.metrics()["deadline_hit_rate"] <= ceiling["deadline_hit_rate"] + 1e-9, name
