@@ -22,9 +22,10 @@ cap holds, and the model fits the backend's VRAM as the catalog declares it.
   none is in time). Price 0 is the plain greedy "best quality that makes it"; a positive price
   spends less GPU time per request and so leaves room for the next ones. Replay runs the oracle at
   each price of ORACLE_PRICES and keeps, in hindsight, the one with the best deadline hit rate x
-  mean quality. Still a per-request greedy clairvoyant bound, not a global optimum (it never holds a
-  GPU back for a known later request), so on some trace a policy can beat it on some figure; it is
-  the reference for "as good as knowing every duration, one request at a time".
+  mean quality. A per-request greedy with clairvoyance, not a global optimum (it never holds a GPU
+  back for a known later request): the router, which keeps slack and favours cached models, beats
+  it on hit rate x quality on the bench's traces. It is the reference for "as good as knowing every
+  duration, one request at a time"; the true ceiling is router/replay/bound.py (idle fleet).
 """
 
 from __future__ import annotations
