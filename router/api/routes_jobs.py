@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from router.api.auth import may_see
 from router.api.body import parse_body, redacted
 from router.api.deciding import Decided, decide, raise_if_nothing_chosen
 from router.api.errors import ApiError, field_error
@@ -140,6 +141,8 @@ def _job_by_key(svc: Services, key: str) -> Job | None:
 @bp.get("/jobs/<job_id>/outputs/<int:index>")
 def get_output(job_id: str, index: int) -> Response:
     svc = services()
+    if not may_see(None):  # a client-bound key: the job must be that client's (404 otherwise)
+        job_view(svc, job_id)
     data = svc.outputs.load(job_id, index) if svc.outputs else None
     if data is None:
         raise ApiError(404, "not_found", f"job {job_id} has no output {index}")
@@ -194,7 +197,8 @@ def job_view_persisted(svc: Services, job_id: str) -> tuple[dict[str, Any], bool
     """The Job answer, and whether it was read from the database (False: from this process's
     memory, for a job whose writes wait in the spool or while the database is down)."""
     found, persisted = _find_job(svc, job_id)
-    if found is None:
+    # Another client's job is answered as unknown: a key must not learn which ids exist.
+    if found is None or not may_see(found[0].client_id):
         raise ApiError(404, "not_found", f"no job {job_id}")
     job, attempts = found
     view = {

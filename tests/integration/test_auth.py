@@ -119,6 +119,24 @@ def test_a_bound_key_cannot_spend_another_clients_quota(scoped: FlaskClient, pg_
         assert s.scalar(select(func.count()).select_from(Job)) == 0
 
 
+def test_a_bound_key_reads_only_its_clients_jobs(scoped: FlaskClient, pg_db: Database) -> None:
+    """Another client's job is answered as unknown (404), so ids of others cannot be probed."""
+    theirs = scoped.post("/select", json={"purpose": "portrait", "client_id": "bigco"}, headers=bearer(OPS))
+    mine = scoped.post("/select", json={"purpose": "portrait"}, headers=bearer(ACME))
+    theirs_id, mine_id = theirs.json["job_id"], mine.json["job_id"]
+    assert scoped.get(f"/jobs/{mine_id}", headers=bearer(ACME)).status_code == 200
+    for call in (
+        lambda: scoped.get(f"/jobs/{theirs_id}", headers=bearer(ACME)),
+        lambda: scoped.get(f"/jobs/{theirs_id}/outputs/0", headers=bearer(ACME)),
+        lambda: scoped.post(f"/jobs/{theirs_id}/feedback", json={"rating": 1}, headers=bearer(ACME)),
+        lambda: scoped.post(f"/jobs/{theirs_id}/cancel", headers=bearer(ACME)),
+    ):
+        r = call()
+        assert r.status_code == 404 and r.json["error"]["message"] == f"no job {theirs_id}", r.json
+    for key in (OPS, LEGACY):  # admin and unbound keys see every job
+        assert scoped.get(f"/jobs/{theirs_id}", headers=bearer(key)).status_code == 200
+
+
 def test_admin_and_unbound_keys_may_name_a_client(scoped: FlaskClient, pg_db: Database) -> None:
     for key in (OPS, LEGACY):
         r = scoped.post("/select", json={"purpose": "portrait", "client_id": "bigco"}, headers=bearer(key))
