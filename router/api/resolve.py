@@ -20,10 +20,11 @@ def resolve_need(req: SelectRequest, catalog: Catalog) -> tuple[Need, str]:
         raise field_error("model", f"unknown model {req.model!r}; one of: {known}")
     _check_generation_limits(req, catalog)
     inputs = _check_images(req, catalog)
-    deadline_s = req.deadline_s if req.deadline_s is not None else catalog.urgencies[urgency].deadline_s
-    need = Need(
+    need = Need.for_urgency(
+        catalog,
+        urgency,
+        req.deadline_s,
         purpose=req.purpose,
-        deadline_s=deadline_s,
         target_tier=req.quality,
         width=req.width,
         height=req.height,
@@ -35,7 +36,6 @@ def resolve_need(req: SelectRequest, catalog: Catalog) -> tuple[Need, str]:
         model=req.model,
         allow_degrade=req.allow_degrade,
         inputs=inputs,
-        front=catalog.urgencies[urgency].front,
     )
     return need, urgency
 

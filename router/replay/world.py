@@ -29,16 +29,16 @@ def inputs_for(catalog: Catalog, purpose: str) -> frozenset[str]:
 
 def need_for(catalog: Catalog, req: TraceRequest) -> Need:
     """The selector's Need of a trace line, as router.api.resolve builds it for an API request."""
-    deadline_s = req.deadline_s if req.deadline_s is not None else catalog.urgencies[req.urgency].deadline_s
-    return Need(
+    return Need.for_urgency(
+        catalog,
+        req.urgency,
+        req.deadline_s,
         purpose=req.purpose,
-        deadline_s=deadline_s,
         target_tier=req.quality,
         width=req.width,
         height=req.height,
         max_cost_usd=req.max_cost_usd,
         inputs=inputs_for(catalog, req.purpose),
-        front=catalog.urgencies[req.urgency].front,
     )
 
 

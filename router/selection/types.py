@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from router.catalog.schema import Backend, Model, TierName, TierSpec
+from router.catalog.schema import Backend, Catalog, Model, TierName, TierSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class Need:
     inputs: frozenset[str] = frozenset()  # "image", "mask", "face" present in the request
     front: bool = False  # submitted to the front of ComfyUI's queue (the urgency's `front`)
     exclude: frozenset[tuple[str, str, str]] = frozenset()  # candidate keys already tried by this job
+
+    @classmethod
+    def for_urgency(cls, catalog: Catalog, urgency: str, deadline_s: float | None, **fields: Any) -> Need:
+        """The Need of a request of `urgency` (a name in the catalog): its deadline, unless the
+        request sets its own, and its queue priority come from the catalog. One place for the API
+        and for trace replay, so that both decide alike."""
+        terms = catalog.urgencies[urgency]
+        return cls(
+            deadline_s=deadline_s if deadline_s is not None else terms.deadline_s, front=terms.front, **fields
+        )
 
 
 @dataclass(frozen=True)
