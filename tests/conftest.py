@@ -68,3 +68,19 @@ def pg_db(pg_server: PostgresServer | None) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+@pytest.fixture
+def own_pg() -> Iterator[tuple[PostgresServer, Database]]:
+    """A PostgreSQL server of one test alone (with a migrated database), for tests that stop and
+    start it: the session's server is never touched."""
+    server = PostgresServer()
+    server.init()
+    server.start()
+    db = Database(server.create_database("own"))
+    db.migrate()
+    try:
+        yield server, db
+    finally:
+        db.dispose()
+        server.destroy()

@@ -86,6 +86,21 @@ def router_app(db: Database, fleet: FaultFleet, data_dir: Path) -> Flask:
     return create_app(settings, catalog=fleet.catalog, database=db, client_for=short_timeout_clients())
 
 
+def start_router(
+    fleets: list[FaultFleet], db: Database, data_dir: Path, ids: list[str], **fleet_options: Any
+) -> tuple[FaultFleet, Flask, FlaskClient]:
+    """Simulated backends `ids` (stopped by the `fleets` fixture) and a router app over them."""
+    fleet = FaultFleet(ids, **fleet_options)
+    fleets.append(fleet)
+    app = router_app(db, fleet, data_dir)
+    return fleet, app, app.test_client()
+
+
+def assert_one_row_per_attempt(db: Database, app: Flask, job: dict[str, Any]) -> None:
+    """Rows in model_usage_log == attempts in the answer == attempts the runner counted."""
+    assert len(usage_rows(db, [job["id"]])) == len(job["attempts"]) == attempts_counted(app)
+
+
 def svc_of(app: Flask) -> Services:
     svc: Services = app.extensions["comfy_router"]
     return svc
@@ -148,10 +163,7 @@ def fleets() -> Iterator[list[FaultFleet]]:
 def test_a_backend_killed_mid_job_fails_over_with_a_reason_and_cooldown(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"], slowdown=2.0)
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"], slowdown=2.0)
     job_id = submit(client)
     victim = fleet.running_on()
     time.sleep(0.3)  # a few steps in
@@ -164,16 +176,13 @@ def test_a_backend_killed_mid_job_fails_over_with_a_reason_and_cooldown(
     assert last["backend"] != victim and last["outcome"] in ("ok", "degraded")
     dead = backend_row(client, victim)
     assert dead["healthy"] is False and (dead["cooldown_remaining_s"] or 0) > 0, dead
-    assert len(usage_rows(pg_db, [job_id])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)
 
 
 def test_a_hung_backend_is_given_up_on_and_the_job_fails_over(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"])
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"])
     t0 = time.monotonic()
     job_id = submit(client)
     victim = fleet.running_on()
@@ -190,16 +199,13 @@ def test_a_hung_backend_is_given_up_on_and_the_job_fails_over(
     assert elapsed < 20.0, elapsed
     hung = backend_row(client, victim)
     assert hung["healthy"] is False and "hung" in (hung["last_error"] or ""), hung
-    assert len(usage_rows(pg_db, [job_id])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)
 
 
 def test_a_backend_answering_500_on_submit_fails_over(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"])
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"])
     chosen = client.post("/select", json=BODY).json["backend"]  # the live state is fresh now
     fleet.sims[chosen].set_faults(http_500=True)
     job = client.post("/select-and-run", json=BODY).json
@@ -209,16 +215,13 @@ def test_a_backend_answering_500_on_submit_fails_over(
     assert "HTTP 500" in first["error"], first
     assert last["backend"] != chosen
     assert backend_row(client, chosen)["healthy"] is False
-    assert len(usage_rows(pg_db, [job["id"]])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)
 
 
 def test_a_backend_that_starts_answering_500_mid_job_is_not_a_success(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"])
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"])
     job_id = submit(client)
     victim = fleet.running_on()
     fleet.sims[victim].set_faults(http_500=True)  # the run finishes; its history and images are 500s
@@ -228,16 +231,13 @@ def test_a_backend_that_starts_answering_500_mid_job_is_not_a_success(
     assert first["backend"] == victim and first["outcome"] == "backend_error", first
     assert "could not be fetched" in first["error"] and "500" in first["error"], first
     assert last["backend"] != victim and job["outputs"], job
-    assert len(usage_rows(pg_db, [job_id])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)
 
 
 def test_with_every_backend_failing_the_job_fails_with_the_reasons(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"], slowdown=2.0)
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"], slowdown=2.0)
     job_id = submit(client)
     first_victim = fleet.running_on()
     fleet.sims[first_victim].stop()
@@ -250,35 +250,17 @@ def test_with_every_backend_failing_the_job_fails_with_the_reasons(
     with pg_db.session() as s:
         row = s.get(Job, job_id)
         assert row is not None and row.status == "failed" and row.error == job["error"]
-    assert len(usage_rows(pg_db, [job_id])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)
 
 
 # --- PostgreSQL restarted while 50 jobs run --------------------------------------------------
-
-
-@pytest.fixture
-def own_pg() -> Iterator[tuple[PostgresServer, Database]]:
-    """A PostgreSQL of this test alone: it is stopped and started, the session's server is not."""
-    server = PostgresServer()
-    server.init()
-    server.start()
-    db = Database(server.create_database("faults"))
-    db.migrate()
-    try:
-        yield server, db
-    finally:
-        db.dispose()
-        server.destroy()
 
 
 def test_postgres_restarted_while_50_jobs_run_loses_nothing(
     own_pg: tuple[PostgresServer, Database], tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
     server, db = own_pg
-    fleet = FaultFleet(["a", "b", "c"], fast=True)
-    fleets.append(fleet)
-    app = router_app(db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, db, tmp_path, ["a", "b", "c"], fast=True)
     svc = svc_of(app)
     assert svc.writes is not None
     t0 = time.monotonic()
@@ -352,10 +334,7 @@ def test_postgres_restarted_while_50_jobs_run_loses_nothing(
 def test_a_backend_hung_before_the_submission_fails_over(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"])
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"])
     chosen = client.post("/select", json=BODY).json["backend"]  # the live state is fresh now
     fleet.sims[chosen].set_faults(hang=True)  # the WebSocket handshake and /prompt stall
     t0 = time.monotonic()
@@ -367,16 +346,13 @@ def test_a_backend_hung_before_the_submission_fails_over(
     assert last["backend"] != chosen
     assert time.monotonic() - t0 < 15.0
     assert backend_row(client, chosen)["healthy"] is False
-    assert len(usage_rows(pg_db, [job["id"]])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)
 
 
 def test_a_backend_that_hangs_with_the_prompt_still_queued_fails_over(
     pg_db: Database, tmp_path: Path, fleets: list[FaultFleet]
 ) -> None:
-    fleet = FaultFleet(["a", "b"])
-    fleets.append(fleet)
-    app = router_app(pg_db, fleet, tmp_path)
-    client = app.test_client()
+    fleet, app, client = start_router(fleets, pg_db, tmp_path, ["a", "b"])
     chosen = client.post("/select", json=BODY).json["backend"]  # the live state is fresh now
     sim = fleet.sims[chosen]
     sim.set_faults(slowdown=1e5)  # what starts there now never ends
@@ -393,4 +369,4 @@ def test_a_backend_that_hangs_with_the_prompt_still_queued_fails_over(
     assert first["backend"] == chosen and first["outcome"] == "backend_error", first
     assert "/queue does not answer" in first["error"], first
     assert last["backend"] != chosen
-    assert len(usage_rows(pg_db, [job_id])) == len(job["attempts"]) == attempts_counted(app)
+    assert_one_row_per_attempt(pg_db, app, job)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from sqlalchemy import select
 
@@ -21,20 +19,6 @@ from router.db.models import Job, ModelUsageLog
 from tests.integration.test_faults import BODY, TERMINAL, FaultFleet
 from tests.support.live_router import LiveRouter, write_catalog
 from tests.support.postgres import PostgresServer
-
-
-@pytest.fixture
-def own_pg() -> Iterator[tuple[PostgresServer, Database]]:
-    server = PostgresServer()
-    server.init()
-    server.start()
-    db = Database(server.create_database("live_faults"))
-    db.migrate()
-    try:
-        yield server, db
-    finally:
-        db.dispose()
-        server.destroy()
 
 
 def submit(router: LiveRouter) -> str:
@@ -72,7 +56,7 @@ def test_a_router_killed_while_postgres_is_down_loses_no_row(
         path = write_catalog(tmp_path / "catalog.json", catalog)
         data_dir = tmp_path / "data"
         env = {"COMFY_ROUTER_MIGRATE": "false", "COMFY_ROUTER_DATA_DIR": str(data_dir)}
-        first = LiveRouter(path, server.url_for("live_faults"), workdir=tmp_path / "r1", env=env).start()
+        first = LiveRouter(path, db.url, workdir=tmp_path / "r1", env=env).start()
         routers.append(first)
         job_ids = [submit(first) for _ in range(4)]
         for j in job_ids:
@@ -99,7 +83,7 @@ def test_a_router_killed_while_postgres_is_down_loses_no_row(
         server.start()
         jobs, _ = stored(db, during)
         assert jobs == {}  # nothing of the outage reached the database yet
-        second = LiveRouter(path, server.url_for("live_faults"), workdir=tmp_path / "r2", env=env).start()
+        second = LiveRouter(path, db.url, workdir=tmp_path / "r2", env=env).start()
         routers.append(second)
         end = time.monotonic() + 30
         while time.monotonic() < end:
