@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import requests
 
 from router.bench._support import (
@@ -38,6 +37,7 @@ from router.bench._support import (
     figure,
     free_port,
     percentile,
+    process_tree_cpu_s,
     scratch_dir,
     verdict,
 )
@@ -180,21 +180,6 @@ def run_python_load(port: int, method: str, path: str, body: str, duration_s: in
         "errors": sum(errors),
         "errors_by_kind": {"any": sum(errors)},
     }
-
-
-def process_tree_cpu_s(pid: int) -> float:
-    """user + system CPU seconds of a process and its live children (gunicorn master + workers)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def jobs_recorded(db_path: Path) -> int | None:

@@ -63,6 +63,7 @@ from router.bench._support import (
     import_test_support,
     ms,
     percentile,
+    process_tree_cpu_s,
     scratch_dir,
     verdict,
 )
@@ -284,9 +285,9 @@ def run_in(workdir: Path, jobs: int) -> dict[str, Any]:
         router.wait_http(f"{url}/healthz", timeout_s=90)
         warmup = warm_up(url)
         with RssSampler(router.pid) as rss:
-            cpu0 = tree_cpu_s(router.pid)
+            cpu0 = process_tree_cpu_s(router.pid)
             results, wall_s = asyncio.run(fire(url, jobs))
-            cpu_s = tree_cpu_s(router.pid) - cpu0
+            cpu_s = process_tree_cpu_s(router.pid) - cpu0
         job_ids = [str(r.job["id"]) for r in results if r.job.get("id")]
         stored = stored_statuses(db_url, job_ids)
         log_warnings = count_log_lines(router.log_tail(2_000_000))
@@ -307,20 +308,6 @@ def warm_up(url: str) -> dict[str, Any]:
             raise RuntimeError(f"warm-up jobs failed: {bad[:3]}")
         backends.update(str(r.job.get("backend")) for r in results)
     return {"jobs": WARMUP_ROUNDS * WARMUP_JOBS, "per_backend": dict(sorted(backends.items()))}
-
-
-def tree_cpu_s(pid: int) -> float:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def count_log_lines(log: str) -> dict[str, int]:
