@@ -1,5 +1,9 @@
 """LiveBackendState prices the queue from what this router submitted, and knows what is cached.
 
+ComfyUI keeps models cached on the card after a run and unloads them to load another one, so
+torch's allocated memory (torch_vram_total - torch_vram_free) is available to the next model even
+though it is not free; before it was read, a card holding several cached models looked full.
+
 A fake StatsClient stands for ComfyUI's /system_stats and /queue; a settable clock drives the TTL.
 """
 
@@ -30,13 +34,18 @@ class Clock:
 
 
 class Comfy:
-    def __init__(self, cached_mb: int = 30_000, total_mb: int = 81_920) -> None:
+    def __init__(
+        self, cached_mb: int = 30_000, total_mb: int = 81_920, device: DeviceStats | None = None
+    ) -> None:
         self.running: tuple[str, ...] = ()
         self.pending: tuple[str, ...] = ()
         self.cached_mb = cached_mb  # torch's allocated memory: models kept loaded
         self.total_mb = total_mb
+        self.device = device  # answered as it is, when given
 
     def system_stats(self) -> SystemStats:
+        if self.device is not None:
+            return SystemStats("0.8.0", None, 0, 0, (self.device,))
         free_mb = self.total_mb - 1_000 - self.cached_mb
         device = DeviceStats("cuda:0", "cuda", 0, self.total_mb * MIB, free_mb * MIB, self.cached_mb * MIB, 0)
         return SystemStats("0.8.0", None, 0, 0, (device,))
@@ -173,3 +182,65 @@ def test_the_oldest_models_fall_out_when_the_card_is_full(catalog: Catalog) -> N
     assert "sd15" in view.resident_models  # the newest always
     assert sum(held.values()) <= small.backends[0].vram_mb - small.vram_headroom_mb
     assert "sdxl-base" not in view.resident_models  # the oldest went first
+
+
+# --- VRAM held by cached models ------------------------------------------------------------
+
+
+def cuda(total_mb: int, free_mb: int, torch_total_mb: int, torch_free_mb: int) -> DeviceStats:
+    return DeviceStats(
+        "cuda:0 NVIDIA A100",
+        "cuda",
+        0,
+        total_mb * MIB,
+        free_mb * MIB,
+        torch_total_mb * MIB,
+        torch_free_mb * MIB,
+    )
+
+
+def state_of(catalog: Catalog, device: DeviceStats) -> LiveBackendState:
+    comfy = Comfy(device=device)
+    return LiveBackendState(lambda _b: comfy, Clock())
+
+
+@pytest.mark.parametrize(
+    ("device", "reclaimable_mb"),
+    [
+        pytest.param(cuda(81_920, 3_000, 70_000, 1_000), 69_000, id="cached-models-count"),
+        pytest.param(cuda(81_920, 80_000, 0, 0), 0, id="empty-card"),
+        pytest.param(
+            DeviceStats(
+                "cpu", "cpu", None, 64 * 1024 * MIB, 32 * 1024 * MIB, 64 * 1024 * MIB, 32 * 1024 * MIB
+            ),
+            None,
+            id="cpu-device-reports-ram-not-vram",
+        ),
+    ],
+)
+def test_reclaimable_vram_is_read_from_system_stats(
+    catalog: Catalog, device: DeviceStats, reclaimable_mb: int | None
+) -> None:
+    views = state_of(catalog, device).snapshot(catalog)
+    assert {v.vram_reclaimable_mb for v in views} == {reclaimable_mb}
+
+
+def test_a_card_full_of_cached_models_still_gets_the_big_model(catalog: Catalog) -> None:
+    """3 GB free, 69 GB held by cached models: FLUX fp16 fits once ComfyUI evicts them."""
+    one = catalog.model_copy(update={"backends": (catalog.backends[0],)})
+    state = state_of(one, cuda(81_920, 3_000, 70_000, 1_000))
+    need = Need("text-to-image", 600.0, model="flux1-dev-fp16")
+    chosen = select(one, need, state.snapshot(one)).chosen
+    assert chosen is not None and chosen.model.id == "flux1-dev-fp16"
+
+
+def test_after_an_oom_nothing_more_is_believed_reclaimable(catalog: Catalog) -> None:
+    one = catalog.model_copy(update={"backends": (catalog.backends[0],)})
+    backend = one.backends[0]
+    state = state_of(one, cuda(81_920, 3_000, 70_000, 1_000))
+    state.snapshot(one)
+    state.record_oom(backend.id, vram_needed_mb=30_000)
+    (view,) = state.snapshot(one)  # within the TTL: the OOM is what the router knows
+    assert (view.vram_reclaimable_mb, view.vram_free_mb) == (0, 3_000)
+    need = Need("text-to-image", 600.0, model="flux1-dev-fp16")
+    assert select(one, need, [view]).chosen is None
