@@ -200,13 +200,19 @@ def require_api_key(app: Flask, auth: Authenticator | tuple[bytes, ...]) -> None
         g.principal = principal
 
 
+def bound_client() -> str | None:
+    """The client the request's key is bound to, unless it is an admin key (which sees all)."""
+    principal: Principal | None = g.get("principal")
+    if principal is None or principal.is_admin:
+        return None
+    return principal.client_id
+
+
 def may_see(job_client_id: str | None) -> bool:
     """Whether the request's key may read a job of `job_client_id`: a key bound to a client sees
     that client's jobs only; admin keys, unbound keys and an open router see every job."""
-    principal: Principal | None = g.get("principal")
-    if principal is None or principal.client_id is None or principal.is_admin:
-        return True
-    return job_client_id == principal.client_id
+    client = bound_client()
+    return client is None or job_client_id == client
 
 
 def acting_client(body_client_id: str | None) -> str | None:

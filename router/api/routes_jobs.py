@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from router.api.auth import may_see
+from router.api.auth import bound_client, may_see
 from router.api.body import parse_body, redacted
 from router.api.deciding import Decided, decide, raise_if_nothing_chosen
 from router.api.errors import ApiError, field_error
@@ -141,8 +141,8 @@ def _job_by_key(svc: Services, key: str) -> Job | None:
 @bp.get("/jobs/<job_id>/outputs/<int:index>")
 def get_output(job_id: str, index: int) -> Response:
     svc = services()
-    if not may_see(None):  # a client-bound key: the job must be that client's (404 otherwise)
-        job_view(svc, job_id)
+    if bound_client() is not None:
+        job_view(svc, job_id)  # 404 unless the job is that client's
     data = svc.outputs.load(job_id, index) if svc.outputs else None
     if data is None:
         raise ApiError(404, "not_found", f"job {job_id} has no output {index}")
