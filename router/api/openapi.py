@@ -22,7 +22,8 @@ _ERRORS = {
     "400": "Body is not a JSON object",
     "413": "Body or an image too large",
     "422": "A field is invalid, or no candidate can serve the request (details list every candidate)",
-    "503": "No backend is available",
+    "503": "No backend is available (no_backend_available), or the database is unreachable"
+    " (database_unavailable, with a Retry-After header)",
     "401": "API keys are configured and the `Authorization: Bearer <key>` header is missing or wrong",
     "403": "The key lacks the admin scope (/admin/*), or is bound to another client than client_id",
 }
@@ -73,23 +74,38 @@ def _with(params: list[dict[str, Any]], op: dict[str, Any]) -> dict[str, Any]:
     return {**op, "parameters": params}
 
 
+_NO_JOB = {"description": "No such job (or, for a client-bound key, another client's job)"}
+PERSISTED = {
+    "X-Comfy-Router-Persisted": {
+        "description": "`false` when the job is answered from this router's memory: its rows wait in"
+        " the local spool for the database (absent otherwise)",
+        "schema": {"type": "string", "enum": ["false"]},
+    }
+}
+
+
+def _job_op(summary: str, body: type[BaseModel] | None, answer: type[BaseModel] | None) -> dict[str, Any]:
+    op = _op(summary, body, answer)
+    op["responses"]["404"] = {**_NO_JOB, "content": _json(ErrorOut)}
+    return _with([JOB_ID], op)
+
+
 def _jobs_paths() -> dict[str, Any]:
+    read = _job_op("A job: status, decision, attempts, outputs", None, JobOut)
+    read["responses"]["200"]["headers"] = PERSISTED
     return {
-        "/jobs/{job_id}": {
-            "get": _with([JOB_ID], _op("A job: status, decision, attempts, outputs", None, JobOut))
-        },
-        "/jobs/{job_id}/cancel": {
-            "post": _with([JOB_ID], _op("Stop the job (interrupts ComfyUI too)", None, JobOut))
-        },
+        "/jobs/{job_id}": {"get": read},
+        "/jobs/{job_id}/cancel": {"post": _job_op("Stop the job (interrupts ComfyUI too)", None, JobOut)},
         "/jobs/{job_id}/outputs/{index}": {
             "get": _with(
                 [JOB_ID, INDEX],
-                {"summary": "The output image", "responses": {"200": {"description": "image/png"}}},
+                {
+                    "summary": "The output image",
+                    "responses": {"200": {"description": "image/png"}, "404": _NO_JOB},
+                },
             )
         },
-        "/jobs/{job_id}/feedback": {
-            "post": _with([JOB_ID], _op("Rate a job's image (1-5)", FeedbackRequest, None))
-        },
+        "/jobs/{job_id}/feedback": {"post": _job_op("Rate a job's image (1-5)", FeedbackRequest, None)},
     }
 
 
@@ -109,12 +125,7 @@ def openapi_document() -> dict[str, Any]:
                         _op("Choose, run on ComfyUI, degrade on time misses", SelectAndRunRequest, JobOut)
                     )
                 },
-                "/jobs/{job_id}": {
-                    "get": {**_op("A job: status, decision, attempts, outputs", None, JobOut)}
-                },
-                "/jobs/{job_id}/cancel": {"post": _op("Stop the job (interrupts ComfyUI too)", None, JobOut)},
-                "/jobs/{job_id}/outputs/{index}": _plain("The output image (image/png)"),
-                "/jobs/{job_id}/feedback": {"post": _op("Rate a job's image (1-5)", FeedbackRequest, None)},
+                **_jobs_paths(),
                 "/backends": _plain("Health, cooldown, VRAM, queue, loaded model of each backend"),
                 "/admin/reload": {"post": _op("Re-read the catalog file", None, None)},
                 "/admin/quotas": {
