@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, g, request
+from flask import Flask, g, has_request_context, request
 
 from router.api.errors import ApiError
 from router.db.database import Database
@@ -201,7 +201,10 @@ def require_api_key(app: Flask, auth: Authenticator | tuple[bytes, ...]) -> None
 
 
 def bound_client() -> str | None:
-    """The client the request's key is bound to, unless it is an admin key (which sees all)."""
+    """The client the request's key is bound to, unless it is an admin key (which sees all).
+    None outside a request too (a callback sent when the job ends reads the job for its owner)."""
+    if not has_request_context():
+        return None
     principal: Principal | None = g.get("principal")
     if principal is None or principal.is_admin:
         return None

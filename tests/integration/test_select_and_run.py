@@ -277,6 +277,70 @@ def test_callback_to_a_host_off_the_allowlist_is_refused(make_app: Any) -> None:
     assert r.json["error"]["details"][0]["field"] == "callback_url"
 
 
+@pytest.mark.parametrize(
+    ("allowlist", "host"),
+    [("", "127.0.0.1"), ("", "10.0.0.5"), ("hooks.example.com", "127.0.0.1"), ("127.0.0.1", "10.1.2.3")],
+    ids=["loopback-no-list", "private-no-list", "loopback-not-listed", "private-not-listed"],
+)
+def test_callbacks_to_hosts_off_the_allowlist_are_refused(
+    pg_db: Database, tmp_path: Any, allowlist: str, host: str
+) -> None:
+    fleet = Fleet(["gpu"])
+    try:
+        settings = Settings(migrate_on_start=False, data_dir=tmp_path, callback_hosts_csv=allowlist)
+        app = create_app(settings, catalog=fleet.catalog, database=pg_db)
+        r = app.test_client().post(
+            "/select-and-run",
+            json={"purpose": "portrait", "prompt": "p", "callback_url": f"http://{host}/hook", "wait": False},
+        )
+        assert r.status_code == 422, r.json
+        assert r.json["error"]["details"][0]["field"] == "callback_url"
+        assert host in r.json["error"]["message"]
+    finally:
+        fleet.stop()
+
+
+def test_a_callback_to_an_allowlisted_loopback_host_is_delivered(pg_db: Database, tmp_path: Any) -> None:
+    """127.0.0.1 is refused unless listed; listed, the finished job is POSTed there."""
+    import json as jsonlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(jsonlib.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fleet = Fleet(["gpu"])
+    try:
+        settings = Settings(migrate_on_start=False, data_dir=tmp_path, callback_hosts_csv="127.0.0.1")
+        app = create_app(settings, catalog=fleet.catalog, database=pg_db)
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        r = app.test_client().post(
+            "/select-and-run",
+            json={
+                "purpose": "portrait",
+                "urgency": "batch",
+                "prompt": "p",
+                "callback_url": url,
+                "wait": False,
+            },
+        )
+        assert r.status_code == 202, r.json
+        _wait_until(lambda: bool(received))
+        assert received[0]["id"] == r.json["id"] and received[0]["status"] == "succeeded"
+    finally:
+        fleet.stop()
+        server.shutdown()
+
+
 def test_metrics_count_attempts_and_selections(make_app: Any) -> None:
     app, _ = make_app()
     client = app.test_client()
